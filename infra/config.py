@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from infra.catalog import load_catalog
@@ -29,7 +37,13 @@ PHASE_NAMES = {
     4: "object-store cluster",
 }
 # Secrets Selextract can generate itself (RandomPassword) unless the operator sets one.
-GENERATED_SECRETS = ("postgresPassword", "redisPassword", "objectStoreSecretKey", "appSecretKey")
+GENERATED_SECRETS = (
+    "postgresPassword",
+    "redisPassword",
+    "objectStoreSecretKey",
+    "appSecretKey",
+    "monitoringPassword",
+)
 # Credentials only the operator can supply; required when the feature using them is on.
 EXTERNAL_SECRETS = ("googleClientSecret", "lemonSqueezySigningSecret", "smtpPassword", "slackWebhookUrl")
 SECRET_KEYS = GENERATED_SECRETS + EXTERNAL_SECRETS
@@ -40,9 +54,7 @@ class ConfigError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 def _check_server_type(value: str, *, cloud_only: bool = True) -> str:
@@ -285,7 +297,8 @@ class Settings(_Model):
             raise _KeyError("api.servers", self.api.servers, "phase 3+ needs at least 2 API servers behind the LB")
         if self.phase >= 4 and self.object_store.nodes < 4:
             raise _KeyError(
-                "objectStore.nodes", self.object_store.nodes,
+                "objectStore.nodes",
+                self.object_store.nodes,
                 "phase 4 needs at least 4 object-store nodes (erasure coding)",
             )
         if self.target == "hetzner":
@@ -301,16 +314,16 @@ class Settings(_Model):
         if self.target == "hetzner" and dedicated and self.phase >= 1:
             if dedicated.private_address is None:
                 raise _KeyError(
-                    "appHost.dedicated.privateAddress", None,
+                    "appHost.dedicated.privateAddress",
+                    None,
                     "from phase 1 on the dedicated host must join the private network (vSwitch address)",
                 )
             if self.network.vswitch_id is None:
                 raise _KeyError("network.vswitchId", None, "a dedicated host in phase 1+ needs the Robot vSwitch ID")
-            if ipaddress.ip_address(dedicated.private_address) not in ipaddress.ip_network(
-                self.network.vswitch_subnet
-            ):
+            if ipaddress.ip_address(dedicated.private_address) not in ipaddress.ip_network(self.network.vswitch_subnet):
                 raise _KeyError(
-                    "appHost.dedicated.privateAddress", dedicated.private_address,
+                    "appHost.dedicated.privateAddress",
+                    dedicated.private_address,
                     f"must be inside network.vswitchSubnet {self.network.vswitch_subnet}",
                 )
         if self.oidc.client_id and "googleClientSecret" not in self.secrets:

@@ -273,14 +273,24 @@ class _Builder:
             return self._add(HostPlan(name, roles, "local", "local", self.settings.location, None))
         if dedicated:
             host = HostPlan(
-                name, roles, dedicated.server_type, "dedicated", self.settings.location,
-                private_ip=dedicated.private_address, public_ip=dedicated.public_address,
+                name,
+                roles,
+                dedicated.server_type,
+                "dedicated",
+                self.settings.location,
+                private_ip=dedicated.private_address,
+                public_ip=dedicated.public_address,
             )
             return self._add(host)
         return self._add(
             HostPlan(
-                name, roles, self.settings.app_host.server_type, "cloud", self.settings.location,
-                private_ip=self._next_ip(), volumes=self._volumes(name, roles),
+                name,
+                roles,
+                self.settings.app_host.server_type,
+                "cloud",
+                self.settings.location,
+                private_ip=self._next_ip(),
+                volumes=self._volumes(name, roles),
                 placement_group=self._group("api" if roles == (Role.API,) else None),
             )
         )
@@ -289,8 +299,13 @@ class _Builder:
         kind: Literal["cloud", "local"] = "local" if self.settings.target == "local" else "cloud"
         return self._add(
             HostPlan(
-                name, roles, server_type if kind == "cloud" else "local", kind, self.settings.location,
-                private_ip=self._next_ip(), placement_group=self._group(group),
+                name,
+                roles,
+                server_type if kind == "cloud" else "local",
+                kind,
+                self.settings.location,
+                private_ip=self._next_ip(),
+                placement_group=self._group(group),
                 volumes=self._volumes(name, roles) if kind == "cloud" else (),
             )
         )

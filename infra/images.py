@@ -1,0 +1,81 @@
+"""App and worker images, built by Pulumi on each target engine (no registry needed).
+
+The tag is a hash of everything that goes into the image, so a code change gives a new
+tag, and the new tag is what replaces the containers; an unchanged tree is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_docker as docker
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+IMAGE_SOURCES = ("common", "app", "worker", "requirements")
+KINDS = {"app": "app/Dockerfile", "worker": "worker/Dockerfile"}
+
+
+def source_hash(root: Path = REPO_ROOT) -> str:
+    digest = hashlib.sha256()
+    for top in IMAGE_SOURCES:
+        for path in sorted((root / top).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                digest.update(str(path.relative_to(root)).encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class ImageVersion:
+    tag: str
+    commit: str
+
+
+def current_version() -> ImageVersion:
+    return ImageVersion(tag=source_hash(), commit=git_commit())
+
+
+class AppImages(pulumi.ComponentResource):
+    """The app and worker images on one Docker engine."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        provider: docker.Provider,
+        version: ImageVersion,
+        base_image: str,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("selextract:index:AppImages", name, None, opts)
+        self.names: dict[str, pulumi.Output[str]] = {}
+        for kind, dockerfile in KINDS.items():
+            image = docker.Image(
+                f"{name}-{kind}",
+                image_name=f"selextract/{kind}:{version.tag}",
+                build=docker.DockerBuildArgs(
+                    context=str(REPO_ROOT),
+                    dockerfile=str(REPO_ROOT / dockerfile),
+                    args={"GIT_COMMIT": version.commit, "BASE_IMAGE": base_image},
+                    builder_version=docker.BuilderVersion.BUILDER_BUILD_KIT,
+                    platform="linux/amd64",
+                ),
+                skip_push=True,
+                opts=pulumi.ResourceOptions(parent=self, provider=provider),
+            )
+            self.names[kind] = image.image_name
+        self.register_outputs({"images": self.names})

@@ -1,0 +1,47 @@
+"""Every password the stack uses, as Pulumi secrets only.
+
+Generated ones are RandomPassword resources whose `keepers` hold a rotation counter:
+`pulumi config set rotation:postgresPassword 2 && pulumi up` makes a new one. Values the
+operator sets with `pulumi config set --secret` win over generated ones.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_random as random
+
+from infra.config import EXTERNAL_SECRETS, GENERATED_SECRETS, Settings
+
+
+class StackSecrets(pulumi.ComponentResource):
+    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("selextract:index:StackSecrets", name, None, opts)
+        self._values: dict[str, pulumi.Output[str]] = {}
+        child = pulumi.ResourceOptions(parent=self)
+        for key in GENERATED_SECRETS:
+            given = settings.secret(key)
+            if given is not None:
+                self._values[key] = pulumi.Output.secret(given)
+                continue
+            password = random.RandomPassword(
+                key,
+                length=32,
+                special=False,  # used inside connection URLs; 32 alphanumerics ≈ 190 bits
+                keepers={"rotation": str(settings.rotation.get(key, 0))},
+                opts=child,
+            )
+            self._values[key] = pulumi.Output.secret(password.result)
+        for key in EXTERNAL_SECRETS:
+            given = settings.secret(key)
+            if given is not None:
+                self._values[key] = pulumi.Output.secret(given)
+        self.register_outputs({})
+
+    def get(self, name: str) -> pulumi.Output[str]:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise KeyError(f"secret '{name}' is not configured for this stack") from None
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._values)

@@ -1,0 +1,148 @@
+"""Declares the containers of a service from its specs; the typed service components in
+this package differ only in what they are called and which specs they get."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_docker as docker
+
+from infra.hosts.base import Host
+from infra.secrets import StackSecrets
+from infra.specs.base import SECRET_MARK, ContainerSpec
+from infra.specs.context import BUILD_APP, BUILD_WORKER
+
+
+def resolve(text: str, secrets: StackSecrets) -> pulumi.Input[str]:
+    """`text` with secret placeholders filled in; a Pulumi secret if it held any."""
+    names = list(dict.fromkeys(SECRET_MARK.findall(text)))
+    if not names:
+        return text
+    values = [secrets.get(n) for n in names]
+
+    def fill(resolved: list[str]) -> str:
+        table = dict(zip(names, resolved, strict=True))
+        return SECRET_MARK.sub(lambda m: table[m.group(1)], text)
+
+    return pulumi.Output.secret(pulumi.Output.all(*values).apply(fill))
+
+
+@dataclass
+class Declared:
+    """Containers and volumes declared so far in this program, so services can depend on
+    each other's containers and share volumes on one engine."""
+
+    containers: dict[str, docker.Container] = field(default_factory=dict)
+    volumes: dict[str, docker.Volume] = field(default_factory=dict)
+
+
+@dataclass
+class ServiceArgs:
+    specs: Sequence[ContainerSpec]
+    hosts: Mapping[str, Host]
+    secrets: StackSecrets
+    # engine -> {"app": image name, "worker": image name}
+    images: Mapping[str, Mapping[str, pulumi.Output[str]]]
+    stack: str
+    declared: Declared
+
+
+class Service(pulumi.ComponentResource):
+    TYPE = "selextract:service:Service"
+
+    def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(self.TYPE, name, None, opts)
+        self.containers: dict[str, docker.Container] = {}
+        created: dict[str, docker.Container] = {}
+        for spec in args.specs:
+            host = args.hosts[spec.host]
+            volumes = self._volumes(spec, host, args)
+            deps: list[pulumi.Resource] = [*host.ready, *volumes]
+            deps += [args.declared.containers[d] for d in spec.depends_on if d in args.declared.containers]
+            container = self._container(spec, host, args, deps)
+            created[spec.name] = container
+            args.declared.containers[spec.name] = container
+        self.containers = created
+        self.register_outputs({"containers": [c.name for c in created.values()]})
+
+    def _volumes(self, spec: ContainerSpec, host: Host, args: ServiceArgs) -> list[docker.Volume]:
+        out = []
+        for mount in spec.mounts:
+            key = f"{host.engine}/{mount.volume}"
+            if key in args.declared.volumes:
+                out.append(args.declared.volumes[key])
+                continue
+            path = host.data_paths.get(spec.role.value)
+            volume = docker.Volume(
+                mount.volume,
+                name=mount.volume,
+                driver_opts={"type": "none", "o": "bind", "device": path} if path is not None else None,
+                labels=[docker.VolumeLabelArgs(label="selextract.stack", value=args.stack)],
+                # Data outlives container replacement; only `pulumi destroy` removes it.
+                opts=pulumi.ResourceOptions(parent=self, provider=host.provider),
+            )
+            args.declared.volumes[key] = volume
+            out.append(volume)
+        return out
+
+    def _image(self, spec: ContainerSpec, host: Host, args: ServiceArgs) -> pulumi.Input[str]:
+        if spec.image in (BUILD_APP, BUILD_WORKER):
+            return args.images[host.engine][spec.image.removeprefix("build:")]
+        return spec.image
+
+    def _container(
+        self, spec: ContainerSpec, host: Host, args: ServiceArgs, deps: list[pulumi.Resource]
+    ) -> docker.Container:
+        secrets = args.secrets
+        health = spec.healthcheck
+        return docker.Container(
+            spec.name,
+            name=spec.name,
+            image=self._image(spec, host, args),
+            command=[resolve(c, secrets) for c in spec.command] or None,
+            entrypoints=list(spec.entrypoint) or None,
+            envs=[resolve(f"{k}={v}", secrets) for k, v in spec.env.items()] or None,
+            ports=[docker.ContainerPortArgs(internal=p.internal, external=p.external, ip=p.ip) for p in spec.ports]
+            or None,
+            mounts=[docker.ContainerMountArgs(type="volume", source=m.volume, target=m.target) for m in spec.mounts]
+            or None,
+            tmpfs={path: "rw,size=64m,mode=1777" for path in spec.tmpfs} or None,
+            uploads=[
+                docker.ContainerUploadArgs(file=u.path, content=resolve(u.content, secrets), executable=u.executable)
+                for u in spec.uploads
+            ]
+            or None,
+            hosts=[docker.ContainerHostArgs(host=h, ip=ip) for h, ip in spec.extra_hosts.items()] or None,
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=host.network.name, aliases=[spec.name])],
+            cpus=str(spec.cpus) if spec.cpus else None,
+            memory=spec.memory_mb,
+            user=spec.user,
+            read_only=spec.read_only,
+            healthcheck=docker.ContainerHealthcheckArgs(
+                tests=list(health.test),
+                interval=f"{health.interval_s}s",
+                timeout=f"{health.timeout_s}s",
+                retries=health.retries,
+                start_period=f"{health.start_period_s}s",
+            )
+            if health
+            else None,
+            wait=spec.wait_healthy or None,
+            wait_timeout=180 if spec.wait_healthy else None,
+            restart="no" if spec.one_shot else "unless-stopped",
+            must_run=not spec.one_shot,
+            attach=spec.one_shot or None,
+            logs=spec.one_shot or None,
+            destroy_grace_seconds=spec.stop_grace_s,
+            labels=[
+                docker.ContainerLabelArgs(label="selextract.stack", value=args.stack),
+                docker.ContainerLabelArgs(label="selextract.role", value=spec.role.value),
+                docker.ContainerLabelArgs(label="selextract.host", value=spec.host),
+            ],
+            log_opts={"max-size": "50m", "max-file": "5"},
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=host.provider, depends_on=deps, delete_before_replace=True
+            ),
+        )

@@ -1,0 +1,159 @@
+"""API and worker containers (the images Pulumi builds from app/ and worker/)."""
+
+from __future__ import annotations
+
+from infra.specs.base import ContainerSpec, Healthcheck, Mount, secret
+from infra.specs.context import BUILD_APP, BUILD_WORKER, SpecContext
+from infra.specs.postgres import DB_NAME, DB_USER
+from infra.topology import PORTS, Role
+
+RESULTS_PATH = "/data/results"
+
+
+def app_env(ctx: SpecContext, host: str) -> dict[str, str]:
+    """Environment shared by API and workers on `host` (addresses as seen from there)."""
+    plan, settings = ctx.plan, ctx.settings
+    pg = plan.endpoint(Role.POSTGRES, host)
+    redis = plan.endpoint(Role.REDIS, host)
+    scheme = "https" if ctx.tls else "http"
+    public = (
+        f"{scheme}://127.0.0.1:{settings.local.https_port if ctx.tls else settings.local.http_port}"
+        if ctx.local
+        else f"{scheme}://app.{settings.domain}"
+    )
+    env = {
+        "DATABASE_URL": f"postgresql+psycopg://{DB_USER}:{secret('postgresPassword')}@{pg.url}/{DB_NAME}",
+        "REDIS_URL": f"redis://:{secret('redisPassword')}@{redis.url}/0",
+        "SECRET_KEY": secret("appSecretKey"),
+        "PUBLIC_BASE_URL": public,
+        "SELEXTRACT_STACK": plan.stack,
+        "SELEXTRACT_PHASE": str(plan.phase),
+        "OIDC_ISSUER": settings.oidc.issuer,
+    }
+    if settings.oidc.client_id:
+        env["OIDC_CLIENT_ID"] = settings.oidc.client_id
+        env["OIDC_CLIENT_SECRET"] = secret("googleClientSecret")
+    if settings.billing.enabled:
+        env["LEMONSQUEEZY_SIGNING_SECRET"] = secret("lemonSqueezySigningSecret")
+    if plan.storage_backend == "local":
+        env |= {"STORAGE_BACKEND": "local", "STORAGE_PATH": RESULTS_PATH}
+    else:
+        store = plan.endpoint(Role.OBJECT_STORE, host)
+        env |= {
+            "STORAGE_BACKEND": "minio",
+            "S3_ENDPOINT_URL": f"http://{store.url}",
+            "S3_ACCESS_KEY": settings.object_store.access_key,
+            "S3_SECRET_KEY": secret("objectStoreSecretKey"),
+            "S3_BUCKET": plan.buckets[0],
+        }
+    return env
+
+
+def _results_mounts(ctx: SpecContext, host: str) -> tuple[Mount, ...]:
+    if ctx.plan.storage_backend != "local":
+        return ()
+    return (Mount(f"{ctx.plan.stack}-{host}-results", RESULTS_PATH),)
+
+
+def api_specs(ctx: SpecContext) -> list[ContainerSpec]:
+    plan = ctx.plan
+    specs = []
+    for placement in plan.placements_of(Role.API):
+        host = plan.host(placement.host)
+        for i in range(1, placement.containers + 1):
+            specs.append(
+                ContainerSpec(
+                    name=plan.container_name(host.name, Role.API, i),
+                    host=host.name,
+                    role=Role.API,
+                    image=BUILD_APP,
+                    # Migrations run before the server starts (advisory-locked, so N API
+                    # containers migrate once); a failed migration keeps the container
+                    # unhealthy and the deploy stops with the old version serving.
+                    command=(
+                        "sh",
+                        "-c",
+                        "python -m app.migrate && exec uvicorn app.main:app --host 0.0.0.0 --port 8000 "
+                        f"--workers {plan.api_workers} --proxy-headers --forwarded-allow-ips '*'",
+                    ),
+                    env=app_env(ctx, host.name),
+                    ports=ctx.internal_port(host, PORTS[Role.API], i),
+                    mounts=_results_mounts(ctx, host.name),
+                    user="10001",
+                    read_only=True,
+                    tmpfs=("/tmp",),
+                    healthcheck=Healthcheck(
+                        ("CMD-SHELL", "curl -fsS http://127.0.0.1:8000/health || exit 1"), start_period_s=20
+                    ),
+                    wait_healthy=True,
+                    depends_on=_deps(ctx),
+                )
+            )
+    return specs
+
+
+def worker_specs(ctx: SpecContext) -> list[ContainerSpec]:
+    plan = ctx.plan
+    specs = []
+    for placement in plan.placements_of(Role.WORKER):
+        host = plan.host(placement.host)
+        for i in range(1, placement.containers + 1):
+            specs.append(
+                ContainerSpec(
+                    name=plan.container_name(host.name, Role.WORKER, i),
+                    host=host.name,
+                    role=Role.WORKER,
+                    image=BUILD_WORKER,
+                    command=(
+                        "celery",
+                        "-A",
+                        "worker.celery_app",
+                        "worker",
+                        "--loglevel=INFO",
+                        f"--concurrency={plan.worker_concurrency}",
+                        f"--hostname={host.name}-{i}@%h",
+                    ),
+                    env=app_env(ctx, host.name),
+                    mounts=_results_mounts(ctx, host.name),
+                    cpus=placement.cpus,
+                    memory_mb=placement.memory_mb,
+                    user="10001",
+                    read_only=True,
+                    tmpfs=("/tmp",),
+                    # Warm shutdown: running tasks finish or go back to the queue (acks_late).
+                    stop_grace_s=120,
+                    depends_on=_deps(ctx),
+                )
+            )
+    return specs
+
+
+def bucket_specs(ctx: SpecContext) -> list[ContainerSpec]:
+    """One-shot bucket creation once the object store answers."""
+    plan = ctx.plan
+    if not plan.buckets:
+        return []
+    host = plan.hosts_with(Role.API)[0].name
+    return [
+        ContainerSpec(
+            name=f"{plan.stack}-{host}-buckets-1",
+            host=host,
+            role=Role.OBJECT_STORE,
+            image=BUILD_APP,
+            command=("python", "-m", "common.storage", "ensure-buckets", *plan.buckets),
+            env=app_env(ctx, host),
+            user="10001",
+            one_shot=True,
+            depends_on=tuple(
+                ctx.plan.container_name(p.host, Role.OBJECT_STORE, 1) for p in plan.placements_of(Role.OBJECT_STORE)
+            ),
+        )
+    ]
+
+
+def _deps(ctx: SpecContext) -> tuple[str, ...]:
+    plan = ctx.plan
+    deps = [e.name for e in plan.endpoints(Role.POSTGRES) + plan.endpoints(Role.REDIS)]
+    if plan.buckets:
+        deps.append(f"{plan.stack}-{plan.hosts_with(Role.API)[0].name}-buckets-1")
+    return tuple(deps)

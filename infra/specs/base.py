@@ -1,0 +1,85 @@
+"""Plain data describing the containers a deployment runs (Kamal's lesson: build "what to
+run" as data from config, test that data directly; the Pulumi layer only declares it)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from infra.topology import Role
+
+SECRET_MARK = re.compile(r"@@secret:([A-Za-z0-9_]+)@@")
+
+
+def secret(name: str) -> str:
+    """A placeholder the Pulumi layer swaps for the secret's value, as a Pulumi secret."""
+    return f"@@secret:{name}@@"
+
+
+def secret_names(text: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(SECRET_MARK.findall(text)))
+
+
+@dataclass(frozen=True)
+class Port:
+    internal: int
+    external: int
+    ip: str  # host address the port is published on; never 0.0.0.0 except the public entry
+
+
+@dataclass(frozen=True)
+class Mount:
+    volume: str  # Docker volume name (created by the service layer)
+    target: str
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file written into the container at creation; content may hold secret placeholders."""
+
+    path: str
+    content: str
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    test: tuple[str, ...]
+    interval_s: int = 5
+    timeout_s: int = 3
+    retries: int = 10
+    start_period_s: int = 5
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    host: str
+    role: Role
+    image: str  # an image name, or "build:app" / "build:worker" for images Pulumi builds
+    command: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    ports: tuple[Port, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    tmpfs: tuple[str, ...] = ()
+    uploads: tuple[Upload, ...] = ()
+    extra_hosts: dict[str, str] = field(default_factory=dict)
+    cpus: float | None = None
+    memory_mb: int | None = None
+    user: str | None = None
+    read_only: bool = False
+    healthcheck: Healthcheck | None = None
+    wait_healthy: bool = False
+    stop_grace_s: int = 10
+    depends_on: tuple[str, ...] = ()  # names of containers that must exist first
+    one_shot: bool = False  # runs to completion (migrations, bucket creation), not a service
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        texts = [*self.env.values(), *(u.content for u in self.uploads), *self.command]
+        return tuple(dict.fromkeys(n for t in texts for n in secret_names(t)))
+
+    @property
+    def volumes(self) -> tuple[str, ...]:
+        return tuple(m.volume for m in self.mounts)

@@ -1,0 +1,111 @@
+"""The public entry: nginx on the app host (phases 0-2) or HAProxy on the LB (phase 3+)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from infra.render import CONFIG_DIR, render
+from infra.specs.base import ContainerSpec, Healthcheck, Mount, Upload, secret
+from infra.specs.context import SpecContext
+from infra.topology import Role
+
+TLS_DIR = "/etc/selextract/tls"
+ENTRYPOINT = "/usr/local/bin/selextract-tls-entrypoint"
+MONITORING_USER = "admin"
+
+
+def _tls_entrypoint() -> Upload:
+    return Upload(ENTRYPOINT, (Path(CONFIG_DIR) / "tls-entrypoint.sh").read_text(), executable=True)
+
+
+def nginx_config(ctx: SpecContext, host: str) -> tuple[str, str]:
+    """(nginx.conf, selextract-proxy.conf) for the entry on `host`."""
+    conf = render(
+        "nginx.conf.j2",
+        tls=ctx.tls,
+        domain=ctx.settings.domain,
+        api_servers=ctx.plan.endpoints(Role.API, host),
+        monitoring_url=ctx.plan.endpoint(Role.MONITORING, host).url,
+        cert_path=f"{TLS_DIR}/cert.pem",
+        key_path=f"{TLS_DIR}/key.pem",
+        rate_limit_per_second=50,
+    )
+    proxy = render("nginx-proxy.conf.j2", rate_limit_burst=100)
+    return conf, proxy
+
+
+def haproxy_config(ctx: SpecContext, host: str, *, monitoring_password: str, cert_path: str) -> str:
+    return render(
+        "haproxy.cfg.j2",
+        tls=ctx.tls,
+        cert_path=cert_path,
+        domain=ctx.settings.domain,
+        api_servers=ctx.plan.endpoints(Role.API, host),
+        monitoring_user=MONITORING_USER,
+        monitoring_password=monitoring_password,
+        monitoring_url=ctx.plan.endpoint(Role.MONITORING, host).url,
+        stats_bind="127.0.0.1:8404" if ctx.local else f"{ctx.plan.host(host).private_ip}:8404",
+    )
+
+
+def entry_specs(ctx: SpecContext) -> list[ContainerSpec]:
+    plan = ctx.plan
+    specs = []
+    common_env = {"TLS_COMMON_NAME": "localhost" if ctx.local else ctx.settings.domain}
+    api_names = tuple(e.name for e in plan.endpoints(Role.API))
+    for placement in plan.placements_of(Role.ENTRY):
+        host = placement.host
+        conf, proxy = nginx_config(ctx, host)
+        specs.append(
+            ContainerSpec(
+                name=plan.container_name(host, Role.ENTRY, 1),
+                host=host,
+                role=Role.ENTRY,
+                image=ctx.settings.images.nginx,
+                entrypoint=(ENTRYPOINT,),
+                command=("nginx", "-g", "daemon off;"),
+                env=common_env,
+                ports=ctx.entry_ports(),
+                mounts=(Mount(f"{plan.stack}-{host}-tls", TLS_DIR),),
+                uploads=(
+                    _tls_entrypoint(),
+                    Upload("/etc/nginx/nginx.conf", conf),
+                    Upload("/etc/nginx/selextract-proxy.conf", proxy),
+                    Upload(
+                        "/etc/nginx/monitoring.htpasswd", f"{MONITORING_USER}:{{PLAIN}}{secret('monitoringPassword')}\n"
+                    ),
+                ),
+                healthcheck=Healthcheck(("CMD-SHELL", "nginx -t -q")),
+                depends_on=api_names,
+            )
+        )
+    for placement in plan.placements_of(Role.LB):
+        host = placement.host
+        specs.append(
+            ContainerSpec(
+                name=plan.container_name(host, Role.LB, 1),
+                host=host,
+                role=Role.LB,
+                image=ctx.settings.images.haproxy,
+                entrypoint=(ENTRYPOINT,),
+                command=("haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"),
+                env=common_env,
+                ports=ctx.entry_ports(),
+                mounts=(Mount(f"{plan.stack}-{host}-tls", TLS_DIR),),
+                uploads=(
+                    _tls_entrypoint(),
+                    Upload(
+                        "/usr/local/etc/haproxy/haproxy.cfg",
+                        haproxy_config(
+                            ctx,
+                            host,
+                            monitoring_password=secret("monitoringPassword"),
+                            cert_path=f"{TLS_DIR}/combined.pem",
+                        ),
+                    ),
+                ),
+                healthcheck=Healthcheck(("CMD-SHELL", "haproxy -c -q -f /usr/local/etc/haproxy/haproxy.cfg")),
+                depends_on=api_names,
+            )
+        )
+    return specs

@@ -1,0 +1,188 @@
+"""Prometheus, Alertmanager and exporters; scrape targets come from the plan, so adding a
+worker server adds its targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.render import CONFIG_DIR, render
+from infra.specs.base import ContainerSpec, Healthcheck, Mount, Upload, secret
+from infra.specs.context import SpecContext
+from infra.specs.postgres import DB_NAME, DB_USER
+from infra.topology import EXPORTER_PORTS, PORTS, Endpoint, Role
+
+
+@dataclass(frozen=True)
+class ScrapeJob:
+    name: str
+    targets: tuple[Endpoint, ...]
+    metrics_path: str | None = None
+
+
+def _exporter_endpoint(ctx: SpecContext, name: str, host: str, kind: str, from_host: str) -> Endpoint:
+    port = EXPORTER_PORTS[kind]
+    if ctx.local or host == from_host:
+        return Endpoint(name, host, name, port)
+    return Endpoint(name, host, str(ctx.plan.host(host).private_ip), port)
+
+
+def node_exporter_hosts(ctx: SpecContext) -> tuple[str, ...]:
+    # Locally every plan host is the same machine: one exporter tells the truth.
+    return (ctx.plan.hosts[0].name,) if ctx.local else tuple(h.name for h in ctx.plan.hosts)
+
+
+def scrape_jobs(ctx: SpecContext, from_host: str) -> tuple[ScrapeJob, ...]:
+    plan = ctx.plan
+    jobs = [
+        ScrapeJob("prometheus", (Endpoint("prometheus", from_host, "localhost", PORTS[Role.MONITORING]),)),
+        ScrapeJob("api", plan.endpoints(Role.API, from_host)),
+        ScrapeJob(
+            "node",
+            tuple(
+                _exporter_endpoint(ctx, f"{plan.stack}-{h}-node-exporter-1", h, "node", from_host)
+                for h in node_exporter_hosts(ctx)
+            ),
+        ),
+        ScrapeJob(
+            "postgres",
+            tuple(
+                _exporter_endpoint(ctx, f"{plan.stack}-{p.host}-postgres-exporter-1", p.host, "postgres", from_host)
+                for p in plan.placements_of(Role.POSTGRES)
+            ),
+        ),
+        ScrapeJob(
+            "redis",
+            tuple(
+                _exporter_endpoint(ctx, f"{plan.stack}-{p.host}-redis-exporter-1", p.host, "redis", from_host)
+                for p in plan.placements_of(Role.REDIS)
+            ),
+        ),
+    ]
+    if plan.placements_of(Role.OBJECT_STORE) and ctx.settings.object_store_impl == "minio":
+        jobs.append(ScrapeJob("minio", plan.endpoints(Role.OBJECT_STORE, from_host), "/minio/v2/metrics/cluster"))
+    return tuple(jobs)
+
+
+def prometheus_config(ctx: SpecContext, host: str) -> str:
+    return render(
+        "prometheus.yml.j2",
+        stack=ctx.plan.stack,
+        phase=ctx.plan.phase,
+        alertmanager=_exporter_endpoint(
+            ctx, ctx.plan.container_name(host, Role.MONITORING, 1) + "-alertmanager", host, "alertmanager", host
+        ).url,
+        jobs=scrape_jobs(ctx, host),
+    )
+
+
+def alertmanager_config(ctx: SpecContext) -> str:
+    alerts = ctx.settings.alerts
+    return render(
+        "alertmanager.yml.j2",
+        smtp_host=alerts.smtp_host,
+        smtp_from=alerts.smtp_from,
+        smtp_password=secret("smtpPassword") if "smtpPassword" in ctx.settings.secrets else "",
+        email_to=alerts.email_to,
+        slack=alerts.slack,
+        slack_webhook_url=secret("slackWebhookUrl") if alerts.slack else "",
+    )
+
+
+def _exporter(ctx: SpecContext, name: str, host: str, image: str, kind: str, **kw: object) -> ContainerSpec:
+    h = ctx.plan.host(host)
+    return ContainerSpec(
+        name=name,
+        host=host,
+        role=Role.MONITORING,
+        image=image,
+        ports=ctx.internal_port(h, EXPORTER_PORTS[kind]),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def monitoring_specs(ctx: SpecContext) -> list[ContainerSpec]:
+    plan, images = ctx.plan, ctx.settings.images
+    specs: list[ContainerSpec] = []
+    for placement in plan.placements_of(Role.MONITORING):
+        host = placement.host
+        base = plan.container_name(host, Role.MONITORING, 1)
+        ports = (
+            (ctx.entry_ports()[0].__class__(9090, ctx.settings.local.monitoring_port, "127.0.0.1"),)
+            if ctx.local
+            else ctx.internal_port(plan.host(host), PORTS[Role.MONITORING])
+        )
+        specs.append(
+            ContainerSpec(
+                name=base,
+                host=host,
+                role=Role.MONITORING,
+                image=images.prometheus,
+                command=(
+                    "--config.file=/etc/prometheus/prometheus.yml",
+                    "--storage.tsdb.path=/prometheus",
+                    "--storage.tsdb.retention.time=30d",
+                    "--web.enable-lifecycle",
+                ),
+                ports=ports,
+                mounts=(Mount(f"{plan.stack}-{host}-prometheus-data", "/prometheus"),),
+                uploads=(
+                    Upload("/etc/prometheus/prometheus.yml", prometheus_config(ctx, host)),
+                    Upload("/etc/prometheus/rules/alert-rules.yml", (Path(CONFIG_DIR) / "alert-rules.yml").read_text()),
+                ),
+                healthcheck=Healthcheck(
+                    ("CMD-SHELL", "wget -qO- http://127.0.0.1:9090/-/ready || curl -fsS http://127.0.0.1:9090/-/ready")
+                ),
+            )
+        )
+        specs.append(
+            ContainerSpec(
+                name=f"{base}-alertmanager",
+                host=host,
+                role=Role.MONITORING,
+                image=images.alertmanager,
+                command=("--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager"),
+                mounts=(Mount(f"{plan.stack}-{host}-alertmanager-data", "/alertmanager"),),
+                uploads=(Upload("/etc/alertmanager/alertmanager.yml", alertmanager_config(ctx)),),
+            )
+        )
+    for host in node_exporter_hosts(ctx):
+        specs.append(
+            _exporter(
+                ctx,
+                f"{plan.stack}-{host}-node-exporter-1",
+                host,
+                images.node_exporter,
+                "node",
+                command=("--path.rootfs=/host",) if not ctx.local else (),
+            )
+        )
+    for p in plan.placements_of(Role.POSTGRES):
+        pg = plan.endpoint(Role.POSTGRES, p.host)
+        specs.append(
+            _exporter(
+                ctx,
+                f"{plan.stack}-{p.host}-postgres-exporter-1",
+                p.host,
+                images.postgres_exporter,
+                "postgres",
+                env={
+                    "DATA_SOURCE_NAME": f"postgresql://{DB_USER}:{secret('postgresPassword')}@{pg.url}/{DB_NAME}?sslmode=disable"
+                },
+                depends_on=(pg.name,),
+            )
+        )
+    for p in plan.placements_of(Role.REDIS):
+        redis = plan.endpoint(Role.REDIS, p.host)
+        specs.append(
+            _exporter(
+                ctx,
+                f"{plan.stack}-{p.host}-redis-exporter-1",
+                p.host,
+                images.redis_exporter,
+                "redis",
+                env={"REDIS_ADDR": f"redis://{redis.url}", "REDIS_PASSWORD": secret("redisPassword")},
+                depends_on=(redis.name,),
+            )
+        )
+    return specs

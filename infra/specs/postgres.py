@@ -1,0 +1,53 @@
+"""PostgreSQL container: tuned from the host size as the guide tunes the EX44."""
+
+from __future__ import annotations
+
+from infra.catalog import load_catalog
+from infra.specs.base import ContainerSpec, Healthcheck, Mount, secret
+from infra.specs.context import SpecContext
+from infra.topology import PORTS, Role
+
+DB_NAME = "selextract"
+DB_USER = "selextract"
+
+
+def memory_settings(memory_gb: float, dedicated_host: bool) -> dict[str, str]:
+    """shared_buffers 1/4 and effective_cache_size 3/4 of what Postgres may use (the
+    guide's 8 GB / 24 GB on a 32 GB budget); a shared host gives Postgres half its RAM."""
+    budget_mb = int(memory_gb * 1024 * (1.0 if dedicated_host else 0.5))
+    return {
+        "shared_buffers": f"{max(budget_mb // 4, 128)}MB",
+        "effective_cache_size": f"{max(budget_mb * 3 // 4, 256)}MB",
+        "maintenance_work_mem": f"{min(max(budget_mb // 16, 64), 2048)}MB",
+    }
+
+
+def postgres_specs(ctx: SpecContext) -> list[ContainerSpec]:
+    specs = []
+    for placement in ctx.plan.placements_of(Role.POSTGRES):
+        host = ctx.plan.host(placement.host)
+        memory_gb = 2.0 if ctx.local else load_catalog().server_type(host.server_type).memory_gb
+        tuning = memory_settings(memory_gb, dedicated_host=host.roles == (Role.POSTGRES,))
+        tuning["max_connections"] = "200"
+        command = ["postgres"] + [arg for k, v in tuning.items() for arg in ("-c", f"{k}={v}")]
+        specs.append(
+            ContainerSpec(
+                name=ctx.plan.container_name(host.name, Role.POSTGRES, 1),
+                host=host.name,
+                role=Role.POSTGRES,
+                image=ctx.settings.images.postgres,
+                command=tuple(command),
+                env={
+                    "POSTGRES_USER": DB_USER,
+                    "POSTGRES_DB": DB_NAME,
+                    "POSTGRES_PASSWORD": secret("postgresPassword"),
+                    "PGDATA": "/var/lib/postgresql/data/pgdata",
+                },
+                ports=ctx.internal_port(host, PORTS[Role.POSTGRES]),
+                mounts=(Mount(ctx.data_volume(host.name, Role.POSTGRES), "/var/lib/postgresql/data"),),
+                healthcheck=Healthcheck(("CMD-SHELL", f"pg_isready -U {DB_USER} -d {DB_NAME}")),
+                wait_healthy=True,
+                stop_grace_s=60,
+            )
+        )
+    return specs
