@@ -28,6 +28,7 @@ class Recorded:
     name: str
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+    id: str
 
 
 @dataclass
@@ -48,6 +49,20 @@ class ProgramRun:
         return next(r for r in self.of_type(typ) if r.name == name)
 
 
+SECRET_SIG = pulumi.runtime.rpc._special_sig_key  # type: ignore[attr-defined]
+
+
+def unwrap_secrets(value: Any) -> Any:
+    """Inputs as the engine sees them, with secret envelopes opened (tests read values)."""
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG) == pulumi.runtime.rpc._special_secret_sig:  # type: ignore[attr-defined]
+            return unwrap_secrets(value["value"])
+        return {k: unwrap_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap_secrets(v) for v in value]
+    return value
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self, run: ProgramRun) -> None:
         self.run = run
@@ -64,7 +79,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["ipv4Address"] = f"198.51.100.{int(rid) % 250}"
         elif args.typ == "docker:index/image:Image":
             outputs["repoDigest"] = f"sha256:{rid}"
-        self.run.resources.append(Recorded(args.typ, args.name, dict(args.inputs), outputs))
+        self.run.resources.append(Recorded(args.typ, args.name, unwrap_secrets(dict(args.inputs)), outputs, rid))
         return rid, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:

@@ -1,0 +1,180 @@
+"""The real Pulumi program, run per stack file under `pulumi.runtime.set_mocks`: the
+resource graph, firewall rules, placement and network membership, and that secrets
+never travel in plain text."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from infra.config import load_stack_file
+from infra.topology import Role, plan
+from tests.infra.pulumi_harness import ROOT, ProgramRun, run_program
+
+STACKS = sorted(p.name for p in ROOT.glob("Pulumi.*.yaml"))
+HETZNER_STACKS = [s for s in STACKS if s != "Pulumi.local.yaml"]
+SERVER = "hcloud:index/server:Server"
+CONTAINER = "docker:index/container:Container"
+
+
+@cache
+def program(stack_file: str) -> ProgramRun:
+    return run_program(ROOT / stack_file)
+
+
+def expected_plan(stack_file: str):
+    return plan(load_stack_file(ROOT / stack_file))
+
+
+@pytest.mark.parametrize("stack_file", STACKS)
+def test_containers_match_the_plan(stack_file: str) -> None:
+    run, p = program(stack_file), expected_plan(stack_file)
+    names = {r.inputs["name"] for r in run.of_type(CONTAINER)}
+    api = {e.name for e in p.endpoints(Role.API)}
+    workers = {n for n in names if re.search(r"-worker-\d+$", n)}
+    assert api <= names
+    assert len(workers) == p.worker_containers
+    assert all(n.startswith(f"{p.stack}-") for n in names)
+    # app and worker images are built once per Docker engine that runs them
+    engines = {
+        p.host(pl.host).name if p.target == "hetzner" else "local"
+        for pl in p.placements
+        if pl.role in (Role.API, Role.WORKER)
+    }
+    assert run.count("docker:index/image:Image") == 2 * len(engines)
+
+
+@pytest.mark.parametrize("stack_file", STACKS)
+def test_no_secret_in_plain_text(stack_file: str) -> None:
+    run = program(stack_file)
+    assert run.secret_values, "the program generated no passwords?"
+    leaks = [
+        (typ, name, path)
+        for typ, name, path, is_secret, value in run.leaf_inputs
+        if not is_secret and any(s in value for s in run.secret_values)
+    ]
+    assert leaks == []
+    carrying = [x for x in run.leaf_inputs if any(s in x[4] for s in run.secret_values)]
+    assert len(carrying) >= 5, "secrets should reach the containers (as secrets)"
+    assert not any(s in repr(run.exports) for s in run.secret_values)
+
+
+@pytest.mark.parametrize("stack_file", HETZNER_STACKS)
+def test_every_server_in_private_network_placement_and_firewall(stack_file: str) -> None:
+    run, p = program(stack_file), expected_plan(stack_file)
+    servers = run.of_type(SERVER)
+    cloud_hosts = [h for h in p.hosts if h.kind == "cloud"]
+    assert len(servers) == len(cloud_hosts)
+    ids = {r.name.removeprefix("hetzner-"): r for r in servers}
+    server_ids = {int(_id_of(run, r)) for r in servers}
+
+    attached = {r.inputs["serverId"] for r in run.of_type("hcloud:index/serverNetwork:ServerNetwork")}
+    assert attached == server_ids
+    ips = {r.inputs["ip"] for r in run.of_type("hcloud:index/serverNetwork:ServerNetwork")}
+    assert ips == {h.private_ip for h in cloud_hosts}
+
+    fw_members = [
+        i for r in run.of_type("hcloud:index/firewallAttachment:FirewallAttachment") for i in r.inputs["serverIds"]
+    ]
+    assert sorted(fw_members) == sorted(server_ids), "every server behind exactly one firewall"
+
+    groups = {
+        r.name.removeprefix("hetzner-"): _id_of(run, r)
+        for r in run.of_type("hcloud:index/placementGroup:PlacementGroup")
+    }
+    for host in cloud_hosts:
+        server = ids[host.name]
+        assert server.inputs["labels"] == {
+            "project": "selextract",
+            "stack": p.stack,
+            "phase": str(p.phase),
+            "role": host.roles[0].value,
+        }
+        if host.placement_group:
+            assert server.inputs["placementGroupId"] == int(groups[host.placement_group])
+        assert server.inputs["image"] == "debian-12"
+        assert len(server.inputs["userData"]) < 32 * 1024
+
+
+@pytest.mark.parametrize("stack_file", HETZNER_STACKS)
+def test_firewall_rules(stack_file: str) -> None:
+    run = program(stack_file)
+    settings = load_stack_file(ROOT / stack_file)
+    firewalls = {r.name: r.inputs["rules"] for r in run.of_type("hcloud:index/firewall:Firewall")}
+    assert set(firewalls) == {"hetzner-fw-entry", "hetzner-fw-internal"}
+    for name, rules in firewalls.items():
+        ports = {rule.get("port"): rule["sourceIps"] for rule in rules if rule["protocol"] == "tcp"}
+        assert ports.pop(str(settings.ssh.port)) == list(settings.admin_cidrs)
+        if name == "hetzner-fw-entry":
+            assert ports == {"80": ["0.0.0.0/0", "::/0"], "443": ["0.0.0.0/0", "::/0"]}
+        else:
+            assert ports == {}, "internal hosts expose nothing publicly"
+
+
+@pytest.mark.parametrize("stack_file", HETZNER_STACKS)
+def test_only_the_entry_publishes_on_a_public_address(stack_file: str) -> None:
+    run, p = program(stack_file), expected_plan(stack_file)
+    private_ips = {h.private_ip for h in p.hosts}
+    for container in run.of_type(CONTAINER):
+        for port in container.inputs.get("ports") or []:
+            if port["ip"] == "0.0.0.0":
+                assert re.search(r"-(entry|lb)-1$", container.inputs["name"]), container.inputs["name"]
+                assert port["internal"] in (80, 443)
+            else:
+                assert port["ip"] in private_ips
+
+
+@pytest.mark.parametrize("stack_file", [s for s in HETZNER_STACKS if expected_plan(s).phase >= 3])
+def test_haproxy_lists_exactly_the_api_hosts(stack_file: str) -> None:
+    run, p = program(stack_file), expected_plan(stack_file)
+    lb = next(r for r in run.of_type(CONTAINER) if r.inputs["name"].endswith("-lb-1"))
+    cfg = next(u["content"] for u in lb.inputs["uploads"] if u["file"].endswith("haproxy.cfg"))
+    backend = cfg.split("\nbackend selextract_api_servers\n")[1].split("\nbackend ")[0]
+    servers = re.findall(r"^\s+server (\S+) (\S+) check$", backend, re.M)
+    assert servers == [(f"{p.stack}-{h.name}-api-1", f"{h.private_ip}:8000") for h in p.hosts_with(Role.API)]
+
+
+@pytest.mark.parametrize("stack_file", HETZNER_STACKS)
+def test_dns_and_exports(stack_file: str) -> None:
+    run, p = program(stack_file), expected_plan(stack_file)
+    records = run.of_type("hcloud:index/zoneRrset:ZoneRrset")
+    assert sorted(r.inputs["name"] for r in records) == ["api", "app", "monitoring"]
+    assert {r.inputs["ttl"] for r in records} == {300}
+    entry_ip = run.exports["entryAddress"]
+    assert all(r.inputs["records"] == [{"value": entry_ip}] for r in records)
+    assert run.exports["apiUrl"] == "https://api.selextract.com"
+    assert set(run.exports["hosts"]) == {h.name for h in p.hosts}
+    assert run.exports["monthlyCost"] > 0 and run.exports["costCurrency"] == "EUR"
+
+
+def test_phase4_minio_cluster_spans_four_nodes() -> None:
+    run = program("Pulumi.phase4.yaml")
+    nodes = [r for r in run.of_type(CONTAINER) if "-objectstore-" in r.inputs["name"]]
+    assert len(nodes) == 4
+    assert {tuple(n.inputs["command"]) for n in nodes} == {
+        ("server", "http://phase4-minio-{01...04}:9000/data", "--console-address", ":9001")
+    }
+    volumes = run.of_type("hcloud:index/volume:Volume")
+    assert Counter(v.inputs["labels"]["role"] for v in volumes)["objectstore"] == 4
+    env = next(r for r in run.of_type(CONTAINER) if r.inputs["name"].endswith("api-01-api-1")).inputs["envs"]
+    assert "STORAGE_BACKEND=minio" in env
+
+
+def test_rotation_keeper_changes_only_that_password() -> None:
+    base = run_program(ROOT / "Pulumi.local.yaml")
+    rotated = run_program(ROOT / "Pulumi.local.yaml", extra_config={"rotation:postgresPassword": 3})
+    keepers = {r.name: r.inputs["keepers"] for r in base.of_type("random:index/randomPassword:RandomPassword")}
+    rotated_keepers = {
+        r.name: r.inputs["keepers"] for r in rotated.of_type("random:index/randomPassword:RandomPassword")
+    }
+    changed = {n for n in keepers if keepers[n] != rotated_keepers[n]}
+    assert changed == {"postgresPassword"}
+    assert rotated_keepers["postgresPassword"] == {"rotation": "3"}
+
+
+def _id_of(run: ProgramRun, resource) -> str:
+    return resource.id
