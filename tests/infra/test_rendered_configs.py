@@ -1,0 +1,155 @@
+"""Every config the program renders, for every stack, checked by the real tool."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.config import load_stack_file
+from infra.hosts.hardening import cloud_init, hardening_script
+from infra.specs.context import SpecContext
+from infra.specs.entry import haproxy_config, nginx_config
+from infra.specs.monitoring import alertmanager_config, prometheus_config
+from infra.topology import Role, plan
+
+ROOT = Path(__file__).resolve().parents[2]
+STACKS = sorted(ROOT.glob("Pulumi.*.yaml"))
+
+
+def _ctx(stack_file: Path) -> SpecContext:
+    settings = load_stack_file(stack_file)
+    return SpecContext(plan(settings), settings)
+
+
+def _need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:  # .ci/run installs every one of these; this only fires on a bare machine
+        pytest.fail(f"{tool} not installed: run `make setup` (or scripts/setup-system.sh)")
+    return path
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("tls")
+    _run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-nodes",
+            "-newkey",
+            "rsa:2048",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test",
+            "-keyout",
+            str(d / "key.pem"),
+            "-out",
+            str(d / "cert.pem"),
+        ]
+    )
+    (d / "combined.pem").write_text((d / "cert.pem").read_text() + (d / "key.pem").read_text())
+    return d
+
+
+@pytest.mark.parametrize("stack_file", STACKS, ids=lambda p: p.name)
+def test_haproxy_config_is_valid(stack_file: Path, cert: Path, tmp_path: Path) -> None:
+    ctx = _ctx(stack_file)
+    lbs = ctx.plan.placements_of(Role.LB) or ctx.plan.placements_of(Role.ENTRY)
+    cfg = haproxy_config(ctx, lbs[0].host, monitoring_password="pw", cert_path=str(cert / "combined.pem"))
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(cfg)
+    _run([_need("haproxy"), "-c", "-f", str(path)])
+    assert "option httpchk GET /health" in cfg
+
+
+@pytest.mark.parametrize("stack_file", STACKS, ids=lambda p: p.name)
+def test_nginx_config_is_valid(stack_file: Path, cert: Path, tmp_path: Path) -> None:
+    ctx = _ctx(stack_file)
+    host = ctx.plan.hosts_with(Role.API)[0].name
+    conf, proxy = nginx_config(ctx, host)
+    conf = conf.replace("/etc/selextract/tls", str(cert)).replace(
+        "/etc/nginx/selextract-proxy.conf", str(tmp_path / "proxy.conf")
+    )
+    conf = conf.replace("/etc/nginx/monitoring.htpasswd", str(tmp_path / "htpasswd"))
+    (tmp_path / "proxy.conf").write_text(proxy)
+    (tmp_path / "htpasswd").write_text("admin:{PLAIN}pw\n")
+    (tmp_path / "nginx.conf").write_text(conf)
+    # Upstreams are container names that resolve on the stack's Docker network; give
+    # nginx -t a hosts file that resolves them, in a private mount namespace.
+    names = {e.address for e in ctx.plan.endpoints(Role.API, host)}
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {n}\n" for n in names if not n[0].isdigit()))
+    _run(
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            f"mount --bind {hosts} /etc/hosts && {_need('nginx')} -t -q -c {tmp_path / 'nginx.conf'}"
+            f" -p {tmp_path} -e /dev/stderr",
+        ]
+    )
+
+
+@pytest.mark.parametrize("stack_file", STACKS, ids=lambda p: p.name)
+def test_prometheus_config_and_rules_are_valid(stack_file: Path, tmp_path: Path) -> None:
+    ctx = _ctx(stack_file)
+    host = ctx.plan.placements_of(Role.MONITORING)[0].host
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    shutil.copy(ROOT / "configs" / "alert-rules.yml", rules_dir / "alert-rules.yml")
+    cfg = prometheus_config(ctx, host).replace("/etc/prometheus/rules", str(rules_dir))
+    (tmp_path / "prometheus.yml").write_text(cfg)
+    _run([_need("promtool"), "check", "config", str(tmp_path / "prometheus.yml")])
+    jobs = {j["job_name"]: j for j in yaml.safe_load(cfg)["scrape_configs"]}
+    api_targets = [t["targets"][0] for t in jobs["api"]["static_configs"]]
+    assert api_targets == [e.url for e in ctx.plan.endpoints(Role.API, host)]
+    if ctx.plan.target == "hetzner":
+        node_hosts = {t["labels"]["host"] for t in jobs["node"]["static_configs"]}
+        assert node_hosts == {h.name for h in ctx.plan.hosts}, "every host is scraped"
+
+
+@pytest.mark.parametrize("stack_file", STACKS, ids=lambda p: p.name)
+def test_alertmanager_config_is_valid(stack_file: Path, tmp_path: Path) -> None:
+    ctx = _ctx(stack_file)
+    cfg = alertmanager_config(ctx).replace("@@secret:smtpPassword@@", "pw")
+    cfg = cfg.replace("@@secret:slackWebhookUrl@@", "https://hooks.slack.com/services/T/B/X")
+    (tmp_path / "alertmanager.yml").write_text(cfg)
+    _run([_need("amtool"), "check-config", str(tmp_path / "alertmanager.yml")])
+
+
+@pytest.mark.parametrize("stack_file", [p for p in STACKS if p.name != "Pulumi.local.yaml"], ids=lambda p: p.name)
+def test_cloud_init_schema_and_hardening(stack_file: Path, tmp_path: Path) -> None:
+    ctx = _ctx(stack_file)
+    for host in ctx.plan.hosts:
+        text = cloud_init(ctx.settings, host)
+        path = tmp_path / f"{host.name}.yaml"
+        path.write_text(text)
+        _run([_need("cloud-init"), "schema", "--config-file", str(path)])
+        doc = yaml.safe_load(text)
+        assert doc["ssh_pwauth"] is False and doc["disable_root"] is True
+        files = {f["path"]: f["content"] for f in doc["write_files"]}
+        sshd = files["/etc/ssh/sshd_config.d/10-selextract.conf"]
+        assert "PermitRootLogin no" in sshd and "PasswordAuthentication no" in sshd
+        assert "[sshd]\nenabled = true" in files["/etc/fail2ban/jail.local"]
+        assert "net.core.somaxconn = 65535" in files["/etc/sysctl.d/90-selextract.conf"]
+        assert "ufw default deny incoming" in doc["runcmd"]
+        opened = [c for c in doc["runcmd"] if c.startswith("ufw allow") and "from" not in c]
+        assert opened == (["ufw allow 80/tcp", "ufw allow 443/tcp"] if host.is_entry else [])
+        assert {"docker.io", "fail2ban", "ufw", "unattended-upgrades"} <= set(doc["packages"])
+        # the dedicated-server path applies the same rules
+        script = hardening_script(ctx.settings, host)
+        _run(["bash", "-n", "-c", script])
+        assert sshd.strip() in script and "ufw default deny incoming" in script
