@@ -226,6 +226,17 @@ class AlertSettings(_Model):
     slack: bool = False
 
 
+class ScraperSettings(_Model):
+    """Passed to the workers; private targets stay refused unless listed here (SSRF guard)."""
+
+    allowed_networks: tuple[str, ...] = ()
+    concurrency: int = Field(8, ge=1, le=256)
+    domain_concurrency: int = Field(2, ge=1, le=64)
+    domain_delay_ms: int = Field(250, ge=0, le=60000)
+
+    _cidrs = field_validator("allowed_networks")(lambda v: tuple(_check_cidr(c) for c in v))
+
+
 class LocalSettings(_Model):
     """Ports the local stack publishes on 127.0.0.1 (nothing is published elsewhere)."""
 
@@ -258,6 +269,7 @@ class Settings(_Model):
     billing: BillingSettings = BillingSettings()
     alerts: AlertSettings = AlertSettings()
     local: LocalSettings = LocalSettings()
+    scraper: ScraperSettings = ScraperSettings()
     monthly_budget: float | None = Field(None, gt=0)
     secrets: dict[str, SecretStr] = {}
     rotation: dict[str, int] = {}

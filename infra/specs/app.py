@@ -28,8 +28,15 @@ def app_env(ctx: SpecContext, host: str) -> dict[str, str]:
         "PUBLIC_BASE_URL": public,
         "SELEXTRACT_STACK": plan.stack,
         "SELEXTRACT_PHASE": str(plan.phase),
+        "ENVIRONMENT": "production",
         "OIDC_ISSUER": settings.oidc.issuer,
+        "SCRAPER_CONCURRENCY": str(settings.scraper.concurrency),
+        "SCRAPER_DOMAIN_CONCURRENCY": str(settings.scraper.domain_concurrency),
+        "SCRAPER_DOMAIN_DELAY_MS": str(settings.scraper.domain_delay_ms),
+        "WORKER_CONCURRENCY": str(plan.worker_concurrency),
     }
+    if settings.scraper.allowed_networks:
+        env["SCRAPER_ALLOWED_NETWORKS"] = ",".join(settings.scraper.allowed_networks)
     if settings.oidc.client_id:
         env["OIDC_CLIENT_ID"] = settings.oidc.client_id
         env["OIDC_CLIENT_SECRET"] = secret("googleClientSecret")

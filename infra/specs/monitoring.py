@@ -73,6 +73,7 @@ def prometheus_config(ctx: SpecContext, host: str) -> str:
             ctx, ctx.plan.container_name(host, Role.MONITORING, 1) + "-alertmanager", host, "alertmanager", host
         ).url,
         jobs=scrape_jobs(ctx, host),
+        host_roles={h.name: ",".join(r.value for r in h.roles) for h in ctx.plan.hosts},
     )
 
 

@@ -153,3 +153,33 @@ def test_cloud_init_schema_and_hardening(stack_file: Path, tmp_path: Path) -> No
         script = hardening_script(ctx.settings, host)
         _run(["bash", "-n", "-c", script])
         assert sshd.strip() in script and "ufw default deny incoming" in script
+
+
+def test_alert_rules_fire_at_their_thresholds_and_not_below() -> None:
+    # configs/alert-rules.test.yml: each scaling alert just above its threshold (fires after
+    # its `for`) beside a series exactly at the threshold (stays silent).
+    _run([_need("promtool"), "check", "rules", str(ROOT / "configs" / "alert-rules.yml")])
+    proc = _run([_need("promtool"), "test", "rules", str(ROOT / "configs" / "alert-rules.test.yml")])
+    assert "SUCCESS" in proc.stdout + proc.stderr
+
+
+def test_alert_rule_thresholds_match_the_guides() -> None:
+    rules = {
+        r["alert"]: r
+        for g in yaml.safe_load((ROOT / "configs" / "alert-rules.yml").read_text())["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
+    assert (rules["DatabaseCPUHigh"]["expr"], rules["DatabaseCPUHigh"]["for"]) == (
+        "postgres_cpu_usage_percent > 80",
+        "15m",
+    )
+    assert (rules["TaskQueueDepthHigh"]["expr"], rules["TaskQueueDepthHigh"]["for"]) == (
+        "celery_queue_length > 100",
+        "10m",
+    )
+    assert (rules["APIResponseTimeHigh"]["expr"], rules["APIResponseTimeHigh"]["for"]) == (
+        "api_response_time_95th > 2",
+        "5m",
+    )
+    assert (rules["StorageUsageHigh"]["expr"], rules["StorageUsageHigh"]["for"]) == ("disk_usage_percent > 80", "5m")
