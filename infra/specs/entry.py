@@ -18,6 +18,14 @@ def _tls_entrypoint() -> Upload:
     return Upload(ENTRYPOINT, (Path(CONFIG_DIR) / "tls-entrypoint.sh").read_text(), executable=True)
 
 
+def _grafana_url(ctx: SpecContext) -> str | None:
+    # Grafana runs beside Prometheus, which is always on the entry host.
+    if not ctx.settings.images.grafana:
+        return None
+    monitoring = ctx.plan.placements_of(Role.MONITORING)[0].host
+    return f"{ctx.plan.container_name(monitoring, Role.MONITORING, 1)}-grafana:3000"
+
+
 def nginx_config(ctx: SpecContext, host: str) -> tuple[str, str]:
     """(nginx.conf, selextract-proxy.conf) for the entry on `host`."""
     conf = render(
@@ -26,6 +34,7 @@ def nginx_config(ctx: SpecContext, host: str) -> tuple[str, str]:
         domain=ctx.settings.domain,
         api_servers=ctx.plan.endpoints(Role.API, host),
         monitoring_url=ctx.plan.endpoint(Role.MONITORING, host).url,
+        grafana_url=_grafana_url(ctx),
         cert_path=f"{TLS_DIR}/cert.pem",
         key_path=f"{TLS_DIR}/key.pem",
         rate_limit_per_second=50,
@@ -44,6 +53,7 @@ def haproxy_config(ctx: SpecContext, host: str, *, monitoring_password: str, cer
         monitoring_user=MONITORING_USER,
         monitoring_password=monitoring_password,
         monitoring_url=ctx.plan.endpoint(Role.MONITORING, host).url,
+        grafana_url=_grafana_url(ctx),
         stats_bind="127.0.0.1:8404" if ctx.local else f"{ctx.plan.host(host).private_ip}:8404",
     )
 

@@ -90,6 +90,34 @@ def alertmanager_config(ctx: SpecContext) -> str:
     )
 
 
+def grafana_spec(ctx: SpecContext, host: str, prometheus_name: str) -> ContainerSpec:
+    """Grafana with the Prometheus datasource and the scaling dashboard provisioned."""
+    grafana_dir = Path(CONFIG_DIR) / "grafana"
+    return ContainerSpec(
+        name=f"{prometheus_name}-grafana",
+        host=host,
+        role=Role.MONITORING,
+        image=str(ctx.settings.images.grafana),
+        env={
+            "GF_SECURITY_ADMIN_USER": "admin",
+            "GF_SECURITY_ADMIN_PASSWORD": secret("monitoringPassword"),
+            "GF_USERS_ALLOW_SIGN_UP": "false",
+            "GF_SERVER_ROOT_URL": f"https://monitoring.{ctx.settings.domain}/grafana/",
+            "GF_SERVER_SERVE_FROM_SUB_PATH": "true",
+        },
+        mounts=(Mount(f"{ctx.plan.stack}-{host}-grafana-data", "/var/lib/grafana"),),
+        uploads=(
+            Upload(
+                "/etc/grafana/provisioning/datasources/prometheus.yml",
+                render("grafana/datasource.yml.j2", prometheus_url=f"{prometheus_name}:9090"),
+            ),
+            Upload("/etc/grafana/provisioning/dashboards/selextract.yml", (grafana_dir / "dashboards.yml").read_text()),
+            Upload("/var/lib/grafana/dashboards/scaling.json", (grafana_dir / "scaling-dashboard.json").read_text()),
+        ),
+        depends_on=(prometheus_name,),
+    )
+
+
 def _exporter(ctx: SpecContext, name: str, host: str, image: str, kind: str, **kw: object) -> ContainerSpec:
     h = ctx.plan.host(host)
     return ContainerSpec(
@@ -147,6 +175,8 @@ def monitoring_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 uploads=(Upload("/etc/alertmanager/alertmanager.yml", alertmanager_config(ctx)),),
             )
         )
+        if images.grafana:
+            specs.append(grafana_spec(ctx, host, base))
     for host in node_exporter_hosts(ctx):
         specs.append(
             _exporter(

@@ -183,3 +183,22 @@ def test_alert_rule_thresholds_match_the_guides() -> None:
         "5m",
     )
     assert (rules["StorageUsageHigh"]["expr"], rules["StorageUsageHigh"]["for"]) == ("disk_usage_percent > 80", "5m")
+
+
+@pytest.mark.parametrize("stack_file", STACKS, ids=lambda p: p.name)
+def test_grafana_provisioning_where_an_image_is_configured(stack_file: Path) -> None:
+    import json
+
+    from infra.specs import build_specs
+
+    ctx = _ctx(stack_file)
+    grafana = [s for s in build_specs(ctx.plan, ctx.settings) if s.name.endswith("-grafana")]
+    assert len(grafana) == (1 if ctx.settings.images.grafana else 0)
+    for spec in grafana:
+        files = {u.path: u.content for u in spec.uploads}
+        datasource = yaml.safe_load(files["/etc/grafana/provisioning/datasources/prometheus.yml"])
+        assert datasource["datasources"][0]["url"].endswith("-monitoring-1:9090")
+        dashboard = json.loads(files["/var/lib/grafana/dashboards/scaling.json"])
+        exprs = {t["expr"] for p in dashboard["panels"] for t in p["targets"]}
+        assert {"api_response_time_95th", "celery_queue_length", "disk_usage_percent"} <= exprs
+        assert spec.env["GF_SECURITY_ADMIN_PASSWORD"] == "@@secret:monitoringPassword@@"
