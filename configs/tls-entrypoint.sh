@@ -9,4 +9,15 @@ if [ ! -s "$dir/cert.pem" ] && command -v openssl >/dev/null 2>&1; then
     -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
   cat "$dir/cert.pem" "$dir/key.pem" > "$dir/combined.pem"
 fi
+# Pick up renewed certificates: reload the proxy every RELOAD_EVERY seconds if set.
+if [ -n "${RELOAD_EVERY:-}" ]; then
+  (
+    while sleep "$RELOAD_EVERY"; do
+      case "$1" in
+        nginx) nginx -s reload ;;
+        haproxy) kill -USR2 1 ;;
+      esac
+    done
+  ) &
+fi
 exec "$@"

@@ -202,6 +202,7 @@ class ImageSettings(_Model):
     redis_exporter: str = "oliver006/redis_exporter:v1.61.0"
     object_store: str = "minio/minio:RELEASE.2024-06-13T22-53-53Z"
     grafana: str | None = "grafana/grafana:11.0.0"
+    certbot: str = "certbot/certbot:v2.11.0"
     python_base: str = "selextract/python:3.11"
 
 

@@ -10,6 +10,8 @@ from infra.specs.context import SpecContext
 from infra.topology import Role
 
 TLS_DIR = "/etc/selextract/tls"
+ACME_WEBROOT = "/var/www/acme"
+ACME_STANDALONE_PORT = 8402  # HAProxy forwards /.well-known/acme-challenge/ here
 ENTRYPOINT = "/usr/local/bin/selextract-tls-entrypoint"
 MONITORING_USER = "admin"
 
@@ -54,14 +56,44 @@ def haproxy_config(ctx: SpecContext, host: str, *, monitoring_password: str, cer
         monitoring_password=monitoring_password,
         monitoring_url=ctx.plan.endpoint(Role.MONITORING, host).url,
         grafana_url=_grafana_url(ctx),
+        acme_url=f"{ctx.plan.stack}-{host}-certbot-1:{ACME_STANDALONE_PORT}" if _acme(ctx) else None,
         stats_bind="127.0.0.1:8404" if ctx.local else f"{ctx.plan.host(host).private_ip}:8404",
     )
+
+
+def certbot_spec(ctx: SpecContext, host: str, *, standalone: bool) -> ContainerSpec:
+    """Let's Encrypt (HTTP-01) beside the entry: webroot behind nginx, standalone behind HAProxy."""
+    domains = [f"{r}.{ctx.settings.domain}" for r in ctx.settings.dns.records]
+    challenge = f"--standalone --http-01-port {ACME_STANDALONE_PORT}" if standalone else f"--webroot -w {ACME_WEBROOT}"
+    script = render("certbot-loop.sh.j2", domains=domains, email=ctx.settings.tls.email, challenge_args=challenge)
+    mounts = [
+        Mount(f"{ctx.plan.stack}-{host}-tls", TLS_DIR),
+        Mount(f"{ctx.plan.stack}-{host}-letsencrypt", "/etc/letsencrypt"),
+    ]
+    if not standalone:
+        mounts.append(Mount(f"{ctx.plan.stack}-{host}-acme", ACME_WEBROOT))
+    return ContainerSpec(
+        name=f"{ctx.plan.stack}-{host}-certbot-1",
+        host=host,
+        role=Role.ENTRY,
+        image=ctx.settings.images.certbot,
+        entrypoint=("/bin/sh",),
+        command=("/usr/local/bin/selextract-certbot",),
+        mounts=tuple(mounts),
+        uploads=(Upload("/usr/local/bin/selextract-certbot", script, executable=True),),
+    )
+
+
+def _acme(ctx: SpecContext) -> bool:
+    return ctx.settings.tls.mode == "acme" and not ctx.local
 
 
 def entry_specs(ctx: SpecContext) -> list[ContainerSpec]:
     plan = ctx.plan
     specs = []
     common_env = {"TLS_COMMON_NAME": "localhost" if ctx.local else ctx.settings.domain}
+    if _acme(ctx):
+        common_env["RELOAD_EVERY"] = "21600"  # pick up renewed certificates every 6 h
     api_names = tuple(e.name for e in plan.endpoints(Role.API))
     for placement in plan.placements_of(Role.ENTRY):
         host = placement.host
@@ -76,7 +108,10 @@ def entry_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 command=("nginx", "-g", "daemon off;"),
                 env=common_env,
                 ports=ctx.entry_ports(),
-                mounts=(Mount(f"{plan.stack}-{host}-tls", TLS_DIR),),
+                mounts=(
+                    Mount(f"{plan.stack}-{host}-tls", TLS_DIR),
+                    *((Mount(f"{plan.stack}-{host}-acme", ACME_WEBROOT),) if _acme(ctx) else ()),
+                ),
                 uploads=(
                     _tls_entrypoint(),
                     Upload("/etc/nginx/nginx.conf", conf),
@@ -89,6 +124,8 @@ def entry_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 depends_on=api_names,
             )
         )
+        if _acme(ctx):
+            specs.append(certbot_spec(ctx, host, standalone=False))
     for placement in plan.placements_of(Role.LB):
         host = placement.host
         specs.append(
@@ -118,4 +155,6 @@ def entry_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 depends_on=api_names,
             )
         )
+        if _acme(ctx):
+            specs.append(certbot_spec(ctx, host, standalone=True))
     return specs

@@ -202,3 +202,25 @@ def test_grafana_provisioning_where_an_image_is_configured(stack_file: Path) -> 
         exprs = {t["expr"] for p in dashboard["panels"] for t in p["targets"]}
         assert {"api_response_time_95th", "celery_queue_length", "disk_usage_percent"} <= exprs
         assert spec.env["GF_SECURITY_ADMIN_PASSWORD"] == "@@secret:monitoringPassword@@"
+
+
+@pytest.mark.parametrize("stack_file", STACKS, ids=lambda p: p.name)
+def test_acme_certbot_beside_the_entry_on_hetzner_only(stack_file: Path, tmp_path: Path) -> None:
+    from infra.specs import build_specs
+
+    ctx = _ctx(stack_file)
+    specs = build_specs(ctx.plan, ctx.settings)
+    certbot = [s for s in specs if s.name.endswith("-certbot-1")]
+    if ctx.settings.tls.mode != "acme" or ctx.local:
+        assert certbot == []
+        return
+    (spec,) = certbot
+    assert spec.host == ctx.plan.entry_host
+    script = spec.uploads[0].content
+    _run(["sh", "-n", "-c", script])
+    for record in ("app", "api", "monitoring"):
+        assert f"-d {record}.{ctx.settings.domain}" in script
+    assert f'--email "{ctx.settings.tls.email}"' in script
+    entry = next(s for s in specs if s.name.endswith(("-entry-1", "-lb-1")))
+    assert set(spec.volumes) & set(entry.volumes), "certbot and the proxy share the certificate volume"
+    assert entry.env["RELOAD_EVERY"] == "21600"
