@@ -128,19 +128,29 @@ class Plan:
 
         Containers on the same engine (always, locally) reach each other by name on the
         stack's Docker network; across Hetzner hosts a container is dialled on its
-        host's private IP, where the n-th container of a role publishes port base+n-1.
+        host's private IP, where the n-th container of a role publishes port base+n-1 —
+        except API containers, which sit behind their host's API proxy on port 8000
+        (so a new version can start beside the old one: zero-downtime replacement).
         """
         base = PORTS[role]
         out = []
         for placement in self.placements_of(role):
             host = self.host(placement.host)
+            remote = self.target != "local" and host.name != from_host
+            if remote and role == Role.API:
+                out.append(Endpoint(self.pool_alias(host.name, role), host.name, str(host.private_ip), base))
+                continue
             for i in range(1, placement.containers + 1):
                 name = self.container_name(host.name, role, i)
-                if self.target == "local" or host.name == from_host:
-                    out.append(Endpoint(name, host.name, name, base))
-                else:
+                if remote:
                     out.append(Endpoint(name, host.name, str(host.private_ip), base + i - 1))
+                else:
+                    out.append(Endpoint(name, host.name, name, base))
         return tuple(out)
+
+    def pool_alias(self, host: str, role: Role) -> str:
+        """DNS name (Docker network alias) of every container of `role` on `host`."""
+        return f"{self.stack}-{host}-{role.value}"
 
     def endpoint(self, role: Role, from_host: str | None = None) -> Endpoint:
         return self.endpoints(role, from_host)[0]

@@ -19,9 +19,8 @@ settings = load_from_pulumi()
 the_plan = plan(settings)
 secrets = StackSecrets("secrets", settings)
 fleet = LocalEngine("local", the_plan) if settings.target == "local" else HetznerFleet("hetzner", the_plan, settings)
-specs = build_specs(the_plan, settings)
-
 version = current_version()
+specs = build_specs(the_plan, settings, version.tag)
 builds_on = {fleet.hosts[s.host].engine: fleet.hosts[s.host] for s in specs if s.image in (BUILD_APP, BUILD_WORKER)}
 images = {
     engine: AppImages(

@@ -62,8 +62,8 @@ class Service(pulumi.ComponentResource):
             deps: list[pulumi.Resource] = [*host.ready, *volumes]
             deps += [args.declared.containers[d] for d in spec.depends_on if d in args.declared.containers]
             container = self._container(spec, host, args, deps)
-            created[spec.name] = container
-            args.declared.containers[spec.name] = container
+            created[spec.logical_name] = container
+            args.declared.containers[spec.logical_name] = container
         self.containers = created
         self.register_outputs({"containers": [c.name for c in created.values()]})
 
@@ -98,7 +98,7 @@ class Service(pulumi.ComponentResource):
         secrets = args.secrets
         health = spec.healthcheck
         return docker.Container(
-            spec.name,
+            spec.logical_name,
             name=spec.name,
             image=self._image(spec, host, args),
             command=[resolve(c, secrets) for c in spec.command] or None,
@@ -115,7 +115,9 @@ class Service(pulumi.ComponentResource):
             ]
             or None,
             hosts=[docker.ContainerHostArgs(host=h, ip=ip) for h, ip in spec.extra_hosts.items()] or None,
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=host.network.name, aliases=[spec.name])],
+            networks_advanced=[
+                docker.ContainerNetworksAdvancedArgs(name=host.network.name, aliases=[spec.name, *spec.aliases])
+            ],
             cpus=str(spec.cpus) if spec.cpus else None,
             memory=spec.memory_mb,
             user=spec.user,
@@ -143,6 +145,12 @@ class Service(pulumi.ComponentResource):
             ],
             log_opts={"max-size": "50m", "max-file": "5"},
             opts=pulumi.ResourceOptions(
-                parent=self, provider=host.provider, depends_on=deps, delete_before_replace=True
+                parent=self,
+                provider=host.provider,
+                depends_on=deps,
+                # Versioned containers (API, workers) start beside the old version, which
+                # is removed once the new one is healthy; others keep their fixed name and
+                # must go first (their ports and volumes are exclusive).
+                delete_before_replace=not spec.versioned,
             ),
         )

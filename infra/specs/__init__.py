@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from infra.config import Settings
-from infra.specs.app import api_specs, bucket_specs, worker_specs
+from infra.specs.app import api_proxy_specs, api_specs, bucket_specs, worker_specs
 from infra.specs.base import ContainerSpec
 from infra.specs.context import SpecContext
 from infra.specs.entry import entry_specs
@@ -19,14 +19,15 @@ BUILDERS = (
     objectstore_specs,
     bucket_specs,
     api_specs,
+    api_proxy_specs,
     worker_specs,
     entry_specs,
     monitoring_specs,
 )
 
 
-def build_specs(plan: Plan, settings: Settings) -> tuple[ContainerSpec, ...]:
-    ctx = SpecContext(plan, settings)
+def build_specs(plan: Plan, settings: Settings, version: str = "dev") -> tuple[ContainerSpec, ...]:
+    ctx = SpecContext(plan, settings, version)
     specs = tuple(spec for builder in BUILDERS for spec in builder(ctx))
     names = [s.name for s in specs]
     duplicates = {n for n in names if names.count(n) > 1}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from infra.specs.base import ContainerSpec, Healthcheck, Mount, secret
+from infra.render import render
+from infra.specs.base import ContainerSpec, Healthcheck, Mount, Upload, secret
 from infra.specs.context import BUILD_APP, BUILD_WORKER, SpecContext
 from infra.specs.postgres import DB_NAME, DB_USER
 from infra.topology import PORTS, Role
@@ -68,9 +69,12 @@ def api_specs(ctx: SpecContext) -> list[ContainerSpec]:
     for placement in plan.placements_of(Role.API):
         host = plan.host(placement.host)
         for i in range(1, placement.containers + 1):
+            slot = plan.container_name(host.name, Role.API, i)
             specs.append(
                 ContainerSpec(
-                    name=plan.container_name(host.name, Role.API, i),
+                    name=f"{slot}-{ctx.version}",
+                    resource_name=slot,
+                    aliases=(slot, plan.pool_alias(host.name, Role.API)),
                     host=host.name,
                     role=Role.API,
                     image=BUILD_APP,
@@ -84,7 +88,6 @@ def api_specs(ctx: SpecContext) -> list[ContainerSpec]:
                         f"--workers {plan.api_workers} --proxy-headers --forwarded-allow-ips '*'",
                     ),
                     env=app_env(ctx, host.name),
-                    ports=ctx.internal_port(host, PORTS[Role.API], i),
                     mounts=_results_mounts(ctx, host.name),
                     user="10001",
                     read_only=True,
@@ -105,9 +108,12 @@ def worker_specs(ctx: SpecContext) -> list[ContainerSpec]:
     for placement in plan.placements_of(Role.WORKER):
         host = plan.host(placement.host)
         for i in range(1, placement.containers + 1):
+            slot = plan.container_name(host.name, Role.WORKER, i)
             specs.append(
                 ContainerSpec(
-                    name=plan.container_name(host.name, Role.WORKER, i),
+                    name=f"{slot}-{ctx.version}",
+                    resource_name=slot,
+                    aliases=(slot,),
                     host=host.name,
                     role=Role.WORKER,
                     image=BUILD_WORKER,
@@ -133,6 +139,37 @@ def worker_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 )
             )
     return specs
+
+
+def api_proxy_specs(ctx: SpecContext) -> list[ContainerSpec]:
+    """On Hetzner API hosts reached from the LB: nginx on the private IP, port 8000, in
+    front of the host's API containers (found by DNS alias, so old and new versions can
+    overlap during a deploy). Kamal puts its proxy on each host for the same reason."""
+    plan = ctx.plan
+    if ctx.local:
+        return []
+    specs = []
+    for placement in plan.placements_of(Role.API):
+        host = plan.host(placement.host)
+        if host.is_entry:
+            continue  # the entry nginx on this host already is the API's proxy
+        specs.append(
+            ContainerSpec(
+                name=plan.container_name(host.name, Role.API, 0).removesuffix("-0") + "-proxy-1",
+                host=host.name,
+                role=Role.API,
+                image=ctx.settings.images.nginx,
+                command=("nginx", "-g", "daemon off;"),
+                ports=ctx.internal_port(host, PORTS[Role.API]),
+                uploads=(Upload("/etc/nginx/nginx.conf", api_proxy_config(ctx, host.name)),),
+                healthcheck=Healthcheck(("CMD-SHELL", "nginx -t -q")),
+            )
+        )
+    return specs
+
+
+def api_proxy_config(ctx: SpecContext, host: str) -> str:
+    return render("api-proxy.conf.j2", api_pool=ctx.plan.pool_alias(host, Role.API))
 
 
 def bucket_specs(ctx: SpecContext) -> list[ContainerSpec]:

@@ -74,6 +74,18 @@ class ContainerSpec:
     stop_grace_s: int = 10
     depends_on: tuple[str, ...] = ()  # names of containers that must exist first
     one_shot: bool = False  # runs to completion (migrations, bucket creation), not a service
+    # Extra DNS names on the stack network. A container whose `name` carries the image
+    # version also answers under stable aliases, and is replaced create-before-delete.
+    aliases: tuple[str, ...] = ()
+    resource_name: str | None = None  # stable Pulumi name when `name` changes per version
+
+    @property
+    def logical_name(self) -> str:
+        return self.resource_name or self.name
+
+    @property
+    def versioned(self) -> bool:
+        return self.resource_name is not None and self.resource_name != self.name
 
     @property
     def secrets(self) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ LOOPBACK = "127.0.0.1"
 class SpecContext:
     plan: Plan
     settings: Settings
+    version: str = "dev"  # app/worker image tag; part of their container names
 
     @property
     def local(self) -> bool:

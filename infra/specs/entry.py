@@ -34,7 +34,7 @@ def nginx_config(ctx: SpecContext, host: str) -> tuple[str, str]:
         "nginx.conf.j2",
         tls=ctx.tls,
         domain=ctx.settings.domain,
-        api_servers=ctx.plan.endpoints(Role.API, host),
+        api_pool=ctx.plan.pool_alias(host, Role.API),
         monitoring_url=ctx.plan.endpoint(Role.MONITORING, host).url,
         grafana_url=_grafana_url(ctx),
         cert_path=f"{TLS_DIR}/cert.pem",

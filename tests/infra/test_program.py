@@ -32,12 +32,16 @@ def expected_plan(stack_file: str):
 @pytest.mark.parametrize("stack_file", STACKS)
 def test_containers_match_the_plan(stack_file: str) -> None:
     run, p = program(stack_file), expected_plan(stack_file)
-    names = {r.inputs["name"] for r in run.of_type(CONTAINER)}
-    api = {e.name for e in p.endpoints(Role.API)}
+    names = {r.name for r in run.of_type(CONTAINER)}  # stable Pulumi names; docker names add the version
+    api = {
+        p.container_name(pl.host, Role.API, i) for pl in p.placements_of(Role.API) for i in range(1, pl.containers + 1)
+    }
     workers = {n for n in names if re.search(r"-worker-\d+$", n)}
     assert api <= names
     assert len(workers) == p.worker_containers
-    assert all(n.startswith(f"{p.stack}-") for n in names)
+    assert all(r.inputs["name"].startswith(f"{p.stack}-") for r in run.of_type(CONTAINER))
+    version = run.exports["version"]["tag"]
+    assert all(r.inputs["name"] == f"{r.name}-{version}" for r in run.of_type(CONTAINER) if r.name in api | workers)
     # app and worker images are built once per Docker engine that runs them
     engines = {
         p.host(pl.host).name if p.target == "hetzner" else "local"
@@ -134,7 +138,7 @@ def test_haproxy_lists_exactly_the_api_hosts(stack_file: str) -> None:
     cfg = next(u["content"] for u in lb.inputs["uploads"] if u["file"].endswith("haproxy.cfg"))
     backend = cfg.split("\nbackend selextract_api_servers\n")[1].split("\nbackend ")[0]
     servers = re.findall(r"^\s+server (\S+) (\S+) check$", backend, re.M)
-    assert servers == [(f"{p.stack}-{h.name}-api-1", f"{h.private_ip}:8000") for h in p.hosts_with(Role.API)]
+    assert servers == [(f"{p.stack}-{h.name}-api", f"{h.private_ip}:8000") for h in p.hosts_with(Role.API)]
 
 
 @pytest.mark.parametrize("stack_file", HETZNER_STACKS)
@@ -159,7 +163,7 @@ def test_phase4_minio_cluster_spans_four_nodes() -> None:
     }
     volumes = run.of_type("hcloud:index/volume:Volume")
     assert Counter(v.inputs["labels"]["role"] for v in volumes)["objectstore"] == 4
-    env = next(r for r in run.of_type(CONTAINER) if r.inputs["name"].endswith("api-01-api-1")).inputs["envs"]
+    env = next(r for r in run.of_type(CONTAINER) if r.name.endswith("api-01-api-1")).inputs["envs"]
     assert "STORAGE_BACKEND=minio" in env
 
 

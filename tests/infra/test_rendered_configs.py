@@ -86,21 +86,8 @@ def test_nginx_config_is_valid(stack_file: Path, cert: Path, tmp_path: Path) -> 
     (tmp_path / "proxy.conf").write_text(proxy)
     (tmp_path / "htpasswd").write_text("admin:{PLAIN}pw\n")
     (tmp_path / "nginx.conf").write_text(conf)
-    # Upstreams are container names that resolve on the stack's Docker network; give
-    # nginx -t a hosts file that resolves them, in a private mount namespace.
-    names = {e.address for e in ctx.plan.endpoints(Role.API, host)}
-    hosts = tmp_path / "hosts"
-    hosts.write_text("127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {n}\n" for n in names if not n[0].isdigit()))
-    _run(
-        [
-            "unshare",
-            "-m",
-            "sh",
-            "-c",
-            f"mount --bind {hosts} /etc/hosts && {_need('nginx')} -t -q -c {tmp_path / 'nginx.conf'}"
-            f" -p {tmp_path} -e /dev/stderr",
-        ]
-    )
+    _run([_need("nginx"), "-t", "-q", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-e", "/dev/stderr"])
+    assert f"set $selextract_api http://{ctx.plan.pool_alias(host, Role.API)}:8000;" in conf
 
 
 @pytest.mark.parametrize("stack_file", STACKS, ids=lambda p: p.name)
@@ -224,3 +211,32 @@ def test_acme_certbot_beside_the_entry_on_hetzner_only(stack_file: Path, tmp_pat
     entry = next(s for s in specs if s.name.endswith(("-entry-1", "-lb-1")))
     assert set(spec.volumes) & set(entry.volumes), "certbot and the proxy share the certificate volume"
     assert entry.env["RELOAD_EVERY"] == "21600"
+
+
+@pytest.mark.parametrize(
+    "stack_file", [p for p in STACKS if p.name in ("Pulumi.phase3.yaml", "Pulumi.phase4.yaml")], ids=lambda p: p.name
+)
+def test_api_proxy_config_is_valid(stack_file: Path, tmp_path: Path) -> None:
+    from infra.specs.app import api_proxy_config, api_proxy_specs
+
+    ctx = _ctx(stack_file)
+    proxies = api_proxy_specs(ctx)
+    assert sorted(s.host for s in proxies) == sorted(h.name for h in ctx.plan.hosts_with(Role.API))
+    for spec in proxies:
+        assert [(p.ip, p.external) for p in spec.ports] == [(ctx.plan.host(spec.host).private_ip, 8000)]
+    conf = api_proxy_config(ctx, proxies[0].host)
+    (tmp_path / "nginx.conf").write_text(conf)
+    _run([_need("nginx"), "-t", "-q", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-e", "/dev/stderr"])
+
+
+def test_app_containers_carry_the_version_and_stable_aliases() -> None:
+    from infra.specs import build_specs
+
+    ctx = _ctx(ROOT / "Pulumi.phase2.yaml")
+    specs = build_specs(ctx.plan, ctx.settings, version="abc123")
+    api = next(s for s in specs if s.role == Role.API and s.image == "build:app")
+    assert api.name == "phase2-app-01-api-1-abc123" and api.versioned
+    assert api.aliases == ("phase2-app-01-api-1", "phase2-app-01-api")
+    assert api.ports == (), "API containers publish nothing: the entry or the host's API proxy fronts them"
+    postgres = next(s for s in specs if s.role == Role.POSTGRES)
+    assert not postgres.versioned
