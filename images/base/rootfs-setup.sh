@@ -49,6 +49,17 @@ DPKG
 printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"
 chmod 755 "$R/usr/sbin/policy-rc.d"
 
+# debootstrap only installs from bookworm main: pull in bookworm-updates and
+# bookworm-security fixes now, so every image starts from a patched base.
+[ -e "$R/etc/resolv.conf" ] || cp /etc/resolv.conf "$R/etc/resolv.conf"
+for d in null:3 zero:5 random:8 urandom:9; do
+  n=$R/dev/${d%:*}
+  if [ ! -c "$n" ]; then rm -f "$n"; mknod -m 666 "$n" c 1 "${d#*:}"; fi
+done
+chroot "$R" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive chroot "$R" apt-get -y -qq -o Dpkg::Use-Pty=0 upgrade
+chroot "$R" apt-get clean
+
 # Drop what the dpkg excludes above would have dropped, plus caches and
 # host-specific files (Docker provides hostname/hosts/resolv.conf at run time).
 find "$R/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete 2>/dev/null || true
@@ -57,7 +68,7 @@ rm -rf "$R/usr/share/man/"* "$R/usr/share/info/"* "$R/usr/share/lintian/"*
 find "$R/usr/share/locale" -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} + 2>/dev/null || true
 rm -rf "$R/var/lib/apt/lists/"* "$R/var/cache/apt/"*.bin "$R/var/cache/apt/archives/"*.deb \
        "$R/var/cache/debconf/"*-old "$R/var/log/"*.log "$R/var/log/apt/"* "$R/debootstrap" \
-       "$R/dev/"* "$R/tmp/"* "$R/run/"*
+       "${R:?}/dev/"* "${R:?}/tmp/"* "${R:?}/run/"*
 rm -f "$R/etc/resolv.conf" "$R/etc/hostname"
 : >"$R/etc/hostname"
 : >"$R/etc/machine-id"
