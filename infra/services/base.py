@@ -120,6 +120,9 @@ class Service(pulumi.ComponentResource):
             ],
             cpus=str(spec.cpus) if spec.cpus else None,
             memory=spec.memory_mb,
+            # No swap beyond the limit (Docker would default to twice the limit, and the
+            # provider would then report drift on every preview).
+            memory_swap=spec.memory_mb,
             user=spec.user,
             read_only=spec.read_only,
             healthcheck=docker.ContainerHealthcheckArgs(

@@ -35,6 +35,8 @@ def nginx_config(ctx: SpecContext, host: str) -> tuple[str, str]:
         tls=ctx.tls,
         domain=ctx.settings.domain,
         api_pool=ctx.plan.pool_alias(host, Role.API),
+        # Locally HTTPS is published on another port than 443; redirects must name it.
+        https_port_suffix=f":{ctx.settings.local.https_port}" if ctx.local else "",
         monitoring_url=ctx.plan.endpoint(Role.MONITORING, host).url,
         grafana_url=_grafana_url(ctx),
         cert_path=f"{TLS_DIR}/cert.pem",
@@ -56,6 +58,7 @@ def haproxy_config(ctx: SpecContext, host: str, *, monitoring_password: str, cer
         monitoring_password=monitoring_password,
         monitoring_url=ctx.plan.endpoint(Role.MONITORING, host).url,
         grafana_url=_grafana_url(ctx),
+        https_port_suffix=f":{ctx.settings.local.https_port}" if ctx.local else "",
         acme_url=f"{ctx.plan.stack}-{host}-certbot-1:{ACME_STANDALONE_PORT}" if _acme(ctx) else None,
         stats_bind="127.0.0.1:8404" if ctx.local else f"{ctx.plan.host(host).private_ip}:8404",
     )
