@@ -1,0 +1,1 @@
+"""Selextract's Pulumi policy pack (see policies/README.md)."""
