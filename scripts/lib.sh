@@ -3,7 +3,8 @@ SELEXTRACT_CACHE=${SELEXTRACT_CACHE:-$HOME/.cache/selextract}
 SELEXTRACT_STATE=${SELEXTRACT_STATE:-$HOME/.local/state/selextract}
 export SELEXTRACT_CACHE SELEXTRACT_STATE
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-export PATH="/usr/bin:$PATH"   # the docker.io client (BuildKit) before a newer client without buildx
+# the docker.io client (BuildKit) before a newer client without buildx; our Go tools
+export PATH="/usr/bin:$SELEXTRACT_CACHE/bin:$PATH:/usr/local/go/bin"
 
 step() {  # step "label" command... — prints the label, the command's time, fails loudly
   local label=$1; shift
