@@ -272,6 +272,11 @@ class Settings(_Model):
     local: LocalSettings = LocalSettings()
     scraper: ScraperSettings = ScraperSettings()
     monthly_budget: float | None = Field(None, gt=0)
+    # Bump to roll the app and workers onto fresh containers without a code change.
+    release: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    # Run this already-built app/worker image version instead of building the tree
+    # (what `selextract rollback` sets); unset to deploy the working tree again.
+    image_tag: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     secrets: dict[str, SecretStr] = {}
     rotation: dict[str, int] = {}
 

@@ -43,10 +43,20 @@ def git_commit(root: Path = REPO_ROOT) -> str:
 class ImageVersion:
     tag: str
     commit: str
+    pinned: bool = False  # an existing image is reused; nothing is built
 
 
-def current_version() -> ImageVersion:
-    return ImageVersion(tag=source_hash(), commit=git_commit())
+def current_version(release: str | None = None, pinned_tag: str | None = None) -> ImageVersion:
+    """The app/worker image version this deploy runs: a pinned tag (rollback), or the
+    hash of the sources, suffixed by the operator's release label when one is set."""
+    if pinned_tag:
+        return ImageVersion(tag=pinned_tag, commit="pinned", pinned=True)
+    tag = source_hash()
+    return ImageVersion(tag=f"{tag}-{release}" if release else tag, commit=git_commit())
+
+
+def pinned_images(version: ImageVersion) -> dict[str, str]:
+    return {kind: f"selextract/{kind}:{version.tag}" for kind in KINDS}
 
 
 class AppImages(pulumi.ComponentResource):
@@ -75,7 +85,9 @@ class AppImages(pulumi.ComponentResource):
                     platform="linux/amd64",
                 ),
                 skip_push=True,
-                opts=pulumi.ResourceOptions(parent=self, provider=provider),
+                # The tag already says what is inside; a new commit that leaves the image
+                # sources alone must not rebuild (the label keeps the first commit).
+                opts=pulumi.ResourceOptions(parent=self, provider=provider, ignore_changes=["build.args.GIT_COMMIT"]),
             )
             self.names[kind] = image.image_name
         self.register_outputs({"images": self.names})

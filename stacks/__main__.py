@@ -8,7 +8,7 @@ from infra.dns import DnsRecords
 from infra.exports import stack_exports
 from infra.hosts.hetzner import HetznerFleet
 from infra.hosts.local import LocalEngine
-from infra.images import AppImages, current_version
+from infra.images import AppImages, current_version, pinned_images
 from infra.secrets import StackSecrets
 from infra.services import deploy_services
 from infra.specs import build_specs
@@ -19,11 +19,13 @@ settings = load_from_pulumi()
 the_plan = plan(settings)
 secrets = StackSecrets("secrets", settings)
 fleet = LocalEngine("local", the_plan) if settings.target == "local" else HetznerFleet("hetzner", the_plan, settings)
-version = current_version()
+version = current_version(settings.release, settings.image_tag)
 specs = build_specs(the_plan, settings, version.tag)
 builds_on = {fleet.hosts[s.host].engine: fleet.hosts[s.host] for s in specs if s.image in (BUILD_APP, BUILD_WORKER)}
 images = {
-    engine: AppImages(
+    engine: pinned_images(version)
+    if version.pinned
+    else AppImages(
         f"images-{engine}",
         provider=host.provider,
         version=version,

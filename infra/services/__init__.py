@@ -79,7 +79,7 @@ def deploy_services(
     *,
     hosts: Mapping[str, Host],
     secrets: StackSecrets,
-    images: Mapping[str, Mapping[str, pulumi.Output[str]]],
+    images: Mapping[str, Mapping[str, pulumi.Input[str]]],
     stack: str,
 ) -> dict[str, Service]:
     declared = Declared()

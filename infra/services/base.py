@@ -44,7 +44,7 @@ class ServiceArgs:
     hosts: Mapping[str, Host]
     secrets: StackSecrets
     # engine -> {"app": image name, "worker": image name}
-    images: Mapping[str, Mapping[str, pulumi.Output[str]]]
+    images: Mapping[str, Mapping[str, pulumi.Input[str]]]
     stack: str
     declared: Declared
 

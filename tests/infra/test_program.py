@@ -181,3 +181,18 @@ def test_rotation_keeper_changes_only_that_password() -> None:
 
 def _id_of(run: ProgramRun, resource) -> str:
     return resource.id
+
+
+def test_release_label_and_pinned_image_tag() -> None:
+    released = run_program(ROOT / "Pulumi.local.yaml", extra_config={"selextract:release": "r2"})
+    tag = released.exports["version"]["tag"]
+    assert tag.endswith("-r2")
+    assert {r.inputs["imageName"] for r in released.of_type("docker:index/image:Image")} == {
+        f"selextract/app:{tag}",
+        f"selextract/worker:{tag}",
+    }
+    pinned = run_program(ROOT / "Pulumi.local.yaml", extra_config={"selextract:imageTag": "0123abcd"})
+    assert pinned.count("docker:index/image:Image") == 0, "a pinned version is reused, not rebuilt"
+    api = next(r for r in pinned.of_type(CONTAINER) if r.name == "local-app-01-api-1")
+    assert (api.inputs["image"], api.inputs["name"]) == ("selextract/app:0123abcd", "local-app-01-api-1-0123abcd")
+    assert pinned.exports["version"] == {"tag": "0123abcd", "commit": "pinned"}
