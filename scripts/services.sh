@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real backing services for the app/worker tests, on 127.0.0.1 with fixed ports:
 #   PostgreSQL 15 (Debian) :55432, Redis (Debian) :56379, SeaweedFS S3 :58333,
-#   the local test website (images/testsite, when present) :58099.
+#   the local test website (images/testsite, when present) :58099; and Debian's chromium
+#   + chromedriver for the console's browser test.
 # Usage: scripts/services.sh start|stop|status|env
 # Idempotent: `start` leaves running services alone. Data lives under
 # ${SELEXTRACT_SERVICES_DIR:-/tmp/selextract-services}; the variables a test needs are
@@ -49,6 +50,19 @@ as_postgres() {
 }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# stop_pid PIDFILE: SIGTERM, wait up to 20 s for a graceful exit (ports freed), then SIGKILL.
+stop_pid() {
+  local pid
+  pid=$(cat "$1")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 80); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$1"; return 0; }
+    sleep 0.25
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$1"
+}
 
 # --- PostgreSQL -----------------------------------------------------------------------
 pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
@@ -144,12 +158,16 @@ start_s3() {
   "credentials": [{"accessKey": "$S3_ACCESS_KEY", "secretKey": "$S3_SECRET_KEY"}],
   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
 EOF
+  # Every bucket is a collection with its own volumes: grow one at a time (not 7) and allow
+  # many (volumes are sparse files; the size limit only caps how big each may get).
+  WEED_MASTER_VOLUME_GROWTH_COPY_1=1 \
   nohup "$WEED" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$DIR/seaweedfs/data" \
     -master.port="$WEED_MASTER_PORT" -master.port.grpc=$((WEED_MASTER_PORT + 1)) \
     -volume.port="$WEED_VOLUME_PORT" -volume.port.grpc=$((WEED_VOLUME_PORT + 1)) \
     -filer.port="$WEED_FILER_PORT" -filer.port.grpc=$((WEED_FILER_PORT + 1)) \
-    -master.volumeSizeLimitMB=64 -volume.max=32 \
-    -s3 -s3.port="$S3_PORT" -s3.config="$DIR/seaweedfs/s3.json" \
+    -master.volumeSizeLimitMB=32 -volume.max=1000 \
+    -s3 -s3.port="$S3_PORT" -s3.port.grpc=$((S3_PORT + 1)) -s3.config="$DIR/seaweedfs/s3.json" \
+    -s3.port.iceberg=0 -s3.port.lance=0 \
     >"$DIR/seaweedfs/weed.log" 2>&1 &
   echo $! >"$DIR/seaweedfs/weed.pid"
   wait_for s3 60 s3_ready || { tail -20 "$DIR/seaweedfs/weed.log" >&2; return 1; }
@@ -158,7 +176,7 @@ EOF
 
 stop_s3() {
   if pid_alive "$DIR/seaweedfs/weed.pid"; then
-    kill "$(cat "$DIR/seaweedfs/weed.pid")" && rm -f "$DIR/seaweedfs/weed.pid"
+    stop_pid "$DIR/seaweedfs/weed.pid"
     say "s3         stopped"
   fi
 }
@@ -183,9 +201,17 @@ start_testsite() {
 
 stop_testsite() {
   if pid_alive "$DIR/testsite/testsite.pid"; then
-    kill "$(cat "$DIR/testsite/testsite.pid")" && rm -f "$DIR/testsite/testsite.pid"
+    stop_pid "$DIR/testsite/testsite.pid"
     say "testsite   stopped"
   fi
+}
+
+# --- headless browser for the console test -----------------------------------------------
+ensure_chromium() {
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then return 0; fi
+  if [ "$(id -u)" != 0 ]; then say "chromium   missing (apt-get install chromium chromium-driver as root)"; return 0; fi
+  say "installing chromium and chromium-driver from Debian (console browser test)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 }
 
 write_env() {
@@ -201,6 +227,10 @@ write_env() {
       echo "S3_BUCKET=task-results"
     fi
     if testsite_ready; then echo "TESTSITE_URL=http://127.0.0.1:$TESTSITE_PORT"; fi
+    if command -v chromedriver >/dev/null; then
+      echo "CHROMIUM_BIN=$(command -v chromium)"
+      echo "CHROMEDRIVER_BIN=$(command -v chromedriver)"
+    fi
   } >"$env.tmp"
   mv "$env.tmp" "$env"
   say "env        written to $env"
@@ -223,6 +253,7 @@ case ${1:-} in
     start_redis
     start_s3 || rc=1
     start_testsite || rc=1
+    ensure_chromium || rc=1
     write_env
     exit $rc
     ;;

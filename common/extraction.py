@@ -1,0 +1,288 @@
+"""Extraction rules (user-supplied CSS/XPath selectors) and the code that applies them.
+
+The rule models are the API's request schema, so a bad selector is rejected when the
+task is submitted, with the field path and the selector in the message; the worker
+applies the very same models to fetched pages with parsel (lxml + cssselect).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator
+from typing import Annotated, Any, Literal
+from urllib.parse import urljoin
+
+from parsel import Selector, SelectorList
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+FIELD_NAME = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+MAX_DEPTH = 4
+MAX_FIELDS = 100
+_PROBE = Selector(text="<html><body><p class='x'>probe</p></body></html>")
+_SPACES = re.compile(r"\s+")
+
+
+def check_selector(selector: str, kind: Literal["css", "xpath"]) -> None:
+    """Raise ValueError naming the selector when parsel cannot compile and run it."""
+    try:
+        if kind == "css":
+            _PROBE.css(selector)
+        else:
+            _PROBE.xpath(selector)
+    except Exception as exc:  # cssselect and lxml raise a handful of unrelated types
+        label = "CSS" if kind == "css" else "XPath"
+        reason = str(exc).removeprefix("XPath error: ") or type(exc).__name__
+        raise ValueError(f"invalid {label} selector {selector!r}: {reason}") from None
+
+
+def _named_keys(schema: dict[str, Any], *_: Any) -> None:
+    """Pydantic renders ``dict[FieldName, X]`` as ``patternProperties``, under which keys
+    that do not match are unconstrained; publish what the API enforces instead."""
+    for value in list(schema.values()):
+        if isinstance(value, dict):
+            _named_keys(value)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    _named_keys(item)
+    patterns = schema.get("patternProperties")
+    if isinstance(patterns, dict) and list(patterns) == [FIELD_NAME]:
+        schema.pop("patternProperties")
+        schema["propertyNames"] = {"pattern": FIELD_NAME}
+        schema["additionalProperties"] = patterns[FIELD_NAME]
+
+
+def _rule_or_shorthand(value: Any) -> str:
+    return "selector" if isinstance(value, str) else "rule"
+
+
+class FieldRule(BaseModel):
+    """How to get one named value out of a page (or out of each element of a list)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_named_keys)
+
+    type: Literal["css", "xpath"] = Field(default="css", description="Selector language")
+    selector: str = Field(min_length=1, max_length=2000, examples=["h1::text", "//h1/text()"])
+    attr: str | None = Field(
+        default=None,
+        max_length=100,
+        pattern=r"^[A-Za-z_:][A-Za-z0-9_:.-]*$",
+        description="Attribute to read from matched elements; 'html' for outer HTML; default: text",
+    )
+    many: bool = Field(default=False, description="Return every match as a list instead of the first")
+    absolute: bool = Field(default=False, description="Resolve the value as a URL against the page URL")
+    fields: dict[FieldName, RuleOrSelector] | None = Field(
+        default=None, description="Nested fields evaluated inside each matched element (objects)"
+    )
+
+    @field_validator("selector")
+    @classmethod
+    def _compile(cls, value: str, info: ValidationInfo) -> str:
+        check_selector(value, info.data.get("type", "css"))
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> FieldRule:
+        if self.fields is not None and not self.fields:
+            raise ValueError("'fields' must name at least one field")
+        if self.fields is not None and self.attr is not None:
+            raise ValueError("'attr' and 'fields' are exclusive: nested fields read their own values")
+        return self
+
+
+def _css_shorthand(value: str) -> str:
+    check_selector(value, "css")
+    return value
+
+
+FieldName = Annotated[str, Field(pattern=FIELD_NAME)]
+CssShorthand = Annotated[str, Field(min_length=1, max_length=2000, description="A CSS selector")]
+RuleOrSelector = Annotated[
+    Annotated["FieldRule", Tag("rule")] | Annotated[CssShorthand, AfterValidator(_css_shorthand), Tag("selector")],
+    Discriminator(_rule_or_shorthand),
+]
+FieldRule.model_rebuild()
+
+
+class ExtractionRules(RootModel[dict[FieldName, RuleOrSelector]]):
+    """Field name -> rule; a bare string is a CSS selector. Applied to every page of a task."""
+
+    model_config = ConfigDict(json_schema_extra=_named_keys)
+
+    root: dict[FieldName, RuleOrSelector] = Field(
+        min_length=1,
+        max_length=MAX_FIELDS,
+        examples=[
+            {
+                "title": "h1::text",
+                "products": {
+                    "selector": "li.product",
+                    "many": True,
+                    "fields": {"name": ".name::text", "price": ".price::text"},
+                },
+            }
+        ],
+    )
+
+    @model_validator(mode="after")
+    def _limits(self) -> ExtractionRules:
+        count = 0
+        for depth, _name, _rule in walk(self.root):
+            count += 1
+            if depth > MAX_DEPTH:
+                raise ValueError(f"fields nest deeper than {MAX_DEPTH} levels")
+        if count > MAX_FIELDS:
+            raise ValueError(f"at most {MAX_FIELDS} fields per task, got {count}")
+        return self
+
+    @property
+    def fields(self) -> dict[str, FieldRule | str]:
+        return self.root
+
+
+def as_rule(rule: FieldRule | str) -> FieldRule:
+    return rule if isinstance(rule, FieldRule) else FieldRule(selector=rule)
+
+
+def walk(fields: dict[str, FieldRule | str], depth: int = 1) -> Iterator[tuple[int, str, FieldRule]]:
+    for name, raw in fields.items():
+        rule = as_rule(raw)
+        yield depth, name, rule
+        if rule.fields:
+            yield from walk(rule.fields, depth + 1)
+
+
+# --- applying rules ---------------------------------------------------------------------
+
+
+def _clean(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
+def _value(match: Selector, rule: FieldRule, base_url: str) -> Any:
+    root = match.root
+    if isinstance(root, bool | int | float):  # XPath functions such as count()
+        return root
+    if isinstance(root, str):  # text nodes and attributes (::text, ::attr(), /@href, text())
+        value: str | None = _clean(root)
+    elif rule.attr == "html":
+        value = match.get()
+    elif rule.attr:
+        raw = root.get(rule.attr) if hasattr(root, "get") else None
+        value = _clean(raw) if raw is not None else None
+    else:
+        value = _clean(" ".join(match.xpath(".//text()").getall()))
+    if value is not None and rule.absolute:
+        value = urljoin(base_url, value)
+    return value
+
+
+def _select(scope: Selector, rule: FieldRule) -> SelectorList[Selector]:
+    return scope.css(rule.selector) if rule.type == "css" else scope.xpath(rule.selector)
+
+
+def _apply(scope: Selector, rule: FieldRule, base_url: str) -> Any:
+    matches = _select(scope, rule)
+    if rule.fields:
+        objects = [_apply_fields(m, rule.fields, base_url) for m in matches]
+        return objects if rule.many else (objects[0] if objects else None)
+    values = [_value(m, rule, base_url) for m in matches]
+    return values if rule.many else (values[0] if values else None)
+
+
+def _apply_fields(scope: Selector, fields: dict[str, FieldRule | str], base_url: str) -> dict[str, Any]:
+    return {name: _apply(scope, as_rule(rule), base_url) for name, rule in fields.items()}
+
+
+def extract(html: str, url: str, rules: ExtractionRules) -> dict[str, Any]:
+    """Apply every rule to a page; missing matches give None (or [] for lists)."""
+    page = Selector(text=html, base_url=url)
+    return _apply_fields(page, rules.fields, url)
+
+
+def item_count(data: dict[str, Any], rules: ExtractionRules) -> int:
+    """Rows this page contributes to the CSV export."""
+    explode = csv_explode_field(rules)
+    if explode is None:
+        return 1
+    return len(data.get(explode) or [])
+
+
+# --- CSV export -------------------------------------------------------------------------
+
+CSV_META = ["url", "final_url", "status_code", "state", "error"]
+
+
+def csv_explode_field(rules: ExtractionRules) -> str | None:
+    """The one top-level list field whose items become CSV rows, if there is exactly one."""
+    lists = [name for name, rule in rules.fields.items() if as_rule(rule).many]
+    return lists[0] if len(lists) == 1 else None
+
+
+def csv_columns(rules: ExtractionRules) -> list[str]:
+    explode = csv_explode_field(rules)
+    columns = list(CSV_META)
+    for name, raw in rules.fields.items():
+        rule = as_rule(raw)
+        if name == explode and rule.fields:
+            columns.extend(f"{name}.{sub}" for sub in rule.fields)
+        else:
+            columns.append(name)
+    return columns
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def csv_rows(page: dict[str, Any], rules: ExtractionRules) -> Iterator[list[str]]:
+    """Rows for one page result ({url, final_url, status_code, state, error, data})."""
+    meta = [_cell(page.get(k)) for k in CSV_META]
+    data = page.get("data") or {}
+    explode = csv_explode_field(rules)
+    base = {name: data.get(name) for name in rules.fields if name != explode}
+
+    def row(item: Any) -> list[str]:
+        cells = list(meta)
+        for name, raw in rules.fields.items():
+            rule = as_rule(raw)
+            if name != explode:
+                cells.append(_cell(base[name]))
+            elif rule.fields:
+                item_dict = item if isinstance(item, dict) else {}
+                cells.extend(_cell(item_dict.get(sub)) for sub in rule.fields)
+            else:
+                cells.append(_cell(item))
+        return cells
+
+    items = data.get(explode) if explode else None
+    if explode and items:
+        for item in items:
+            yield row(item)
+    else:
+        yield row(None)
+
+
+def csv_text(rows: Iterable[list[str]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerows(rows)
+    return buf.getvalue()

@@ -1,0 +1,106 @@
+"""Which network addresses the scraper (and outgoing webhooks) may connect to.
+
+By default only globally routable addresses are allowed: loopback, private, link-local
+(cloud metadata!), CGNAT, multicast and reserved ranges are refused, so a task cannot
+make the worker probe the internal network. ``SCRAPER_ALLOWED_NETWORKS`` re-opens
+specific ranges for tests and on-premises targets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ForbiddenTarget(ValueError):
+    """The URL or address is not allowed for outgoing requests."""
+
+
+def _normalize(ip: IPAddress) -> IPAddress:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _describe(ip: IPAddress) -> str:
+    for attr in (
+        "is_loopback",
+        "is_link_local",
+        "is_private",
+        "is_multicast",
+        "is_reserved",
+        "is_unspecified",
+    ):
+        if getattr(ip, attr):
+            return attr.removeprefix("is_").replace("_", "-")
+    return "non-public"
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    allowed_networks: Sequence[IPNetwork] = ()
+
+    def check_ip(self, ip: IPAddress | str, host: str | None = None) -> None:
+        addr = _normalize(ipaddress.ip_address(ip) if isinstance(ip, str) else ip)
+        if addr.is_global and not addr.is_multicast:
+            return
+        if any(addr in net for net in self.allowed_networks):
+            return
+        target = f"{host} resolves to {addr}" if host and host != str(addr) else str(addr)
+        raise ForbiddenTarget(
+            f"{target}, a {_describe(addr)} address; refused (allow it with SCRAPER_ALLOWED_NETWORKS)"
+        )
+
+    def resolve(self, host: str, port: int) -> list[str]:
+        """Resolve a host and check every address; all must be allowed (no mixed answers)."""
+        literal = _literal_ip(host)
+        if literal is not None:
+            self.check_ip(literal, host)
+            return [str(literal)]
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise OSError(f"cannot resolve {host}: {exc.strerror}") from exc
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        for addr in addresses:
+            self.check_ip(addr.split("%")[0], host)
+        return addresses
+
+    def check_url_literal(self, url: str) -> None:
+        """Cheap, DNS-free check used at submit time: scheme and literal IP hosts."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ForbiddenTarget(f"only http and https URLs are supported, not {parts.scheme or 'none'!r}")
+        if not parts.hostname:
+            raise ForbiddenTarget("the URL has no host")
+        literal = _literal_ip(parts.hostname)
+        if literal is not None:
+            self.check_ip(literal, parts.hostname)
+
+    def check_url(self, url: str) -> None:
+        """Full check including DNS resolution (worker side, before each request/redirect)."""
+        self.check_url_literal(url)
+        parts = urlsplit(url)
+        assert parts.hostname is not None
+        self.resolve(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+
+
+def _literal_ip(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    # inet_aton accepts the legacy forms (2130706433, 0x7f.1, 127.1) that browsers and
+    # libc resolve to loopback; treat them as the address they denote.
+    try:
+        if host and all(c in "0123456789abcdefxABCDEFX." for c in host):
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+    return None

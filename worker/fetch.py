@@ -1,0 +1,445 @@
+"""Fetching pages: pooled httpx clients, SSRF guard, proxy rotation, robots.txt and
+per-domain politeness shared by every worker through Redis.
+
+One ``Fetcher`` lives per worker process; it is thread-safe, so a task fetches its URLs
+from a thread pool through the same connection pools.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpcore
+import httpx
+import redis
+from protego import Protego
+from w3lib.encoding import html_to_unicode
+
+from common.config import Settings
+from common.netpolicy import ForbiddenTarget, NetworkPolicy
+
+log = logging.getLogger(__name__)
+
+REDIRECTS = {301, 302, 303, 307, 308}
+TEXTUAL = ("text/", "html", "xml", "json", "javascript")
+ROBOTS_MAX_BYTES = 512 * 1024
+
+
+class FetchError(Exception):
+    """A page could not be fetched. ``retryable`` errors are tried again with backoff."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False, status_code: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    timeout: float = 30.0
+    use_proxy: bool = True
+    respect_robots: bool = True
+    render_js: bool = False
+
+
+@dataclass
+class Page:
+    url: str
+    final_url: str
+    status_code: int
+    content_type: str
+    text: str
+    size: int
+    elapsed_ms: int
+    redirects: list[str] = field(default_factory=list)
+
+
+# --- SSRF-safe transport ----------------------------------------------------------------
+
+
+class GuardedBackend(httpcore.SyncBackend):
+    """Resolve, check, then connect to the checked address: no DNS-rebinding window."""
+
+    def __init__(self, policy: NetworkPolicy) -> None:
+        self.policy = policy
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        addresses = self.policy.resolve(host, port)  # raises ForbiddenTarget
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as exc:
+                last = exc
+        raise last or httpcore.ConnectError(f"no address for {host}")
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """httpx transport whose direct connections go through GuardedBackend."""
+
+    def __init__(self, policy: NetworkPolicy, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits)
+        # HTTPTransport has no network_backend argument; swap its pool for one that has.
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedBackend(policy),
+        )
+
+
+# --- proxies ----------------------------------------------------------------------------
+
+
+def parse_proxy_list(raw: str) -> list[str]:
+    """Webshare's download format ``host:port:user:pass`` (or ``host:port``, or URLs)."""
+    proxies = []
+    for line in raw.replace(",", "\n").splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if "://" in entry:
+            proxies.append(entry)
+            continue
+        parts = entry.split(":")
+        if len(parts) == 2:
+            proxies.append(f"http://{parts[0]}:{parts[1]}")
+        elif len(parts) == 4:
+            host, port, user, password = parts
+            proxies.append(f"http://{user}:{password}@{host}:{port}")
+        else:
+            raise ValueError(f"PROXY_LIST entry {entry.split(':')[0]}:… is not host:port[:user:pass] or a URL")
+    return proxies
+
+
+class ProxyRotation:
+    """Round-robin over the proxy list, starting at a random place per process."""
+
+    def __init__(self, proxies: list[str]) -> None:
+        self.proxies = proxies
+        start = random.randrange(len(proxies)) if proxies else 0
+        self._cycle = itertools.cycle(proxies[start:] + proxies[:start]) if proxies else None
+        self._lock = threading.Lock()
+
+    def next(self) -> str | None:
+        if self._cycle is None:
+            return None
+        with self._lock:
+            return next(self._cycle)
+
+
+# --- politeness ---------------------------------------------------------------------------
+
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+local wait = redis.call('PTTL', KEYS[2])
+if wait > 0 then return -wait end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[4])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
+if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[3])) end
+return 1
+"""
+
+
+class DomainLimiter:
+    """At most N requests in flight per domain and a minimum gap between them, across workers."""
+
+    def __init__(self, client: redis.Redis, concurrency: int, delay_ms: int) -> None:
+        self.redis = client
+        self.concurrency = concurrency
+        self.delay_ms = delay_ms
+        self._acquire = client.register_script(_ACQUIRE)
+
+    @contextmanager
+    def slot(self, domain: str, lease_seconds: float, max_wait: float) -> Iterator[None]:
+        keys = [f"selextract:domain:{domain}:slots", f"selextract:domain:{domain}:gap"]
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + max_wait
+        while True:
+            got = int(
+                self._acquire(keys=keys, args=[int(lease_seconds * 1000), self.concurrency, self.delay_ms, token])
+            )
+            if got == 1:
+                break
+            if time.monotonic() >= deadline:
+                raise FetchError(
+                    "politeness_wait", f"waited {max_wait:.0f}s for a free slot on {domain}", retryable=True
+                )
+            time.sleep(min(0.5, max(0.02, -got / 1000 if got < 0 else 0.05)))
+        try:
+            yield
+        finally:
+            try:
+                self.redis.zrem(keys[0], token)
+            except redis.RedisError:
+                log.warning("could not release the politeness slot on %s (it expires on its own)", domain)
+
+
+# --- robots.txt ---------------------------------------------------------------------------
+
+
+class RobotsCache:
+    """robots.txt per origin, cached in Redis so workers fetch it once per hour, not per page."""
+
+    def __init__(self, fetcher: Fetcher, client: redis.Redis, ttl: int) -> None:
+        self.fetcher = fetcher
+        self.redis = client
+        self.ttl = ttl
+        self._local: dict[str, tuple[str, Protego]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, url: str, options: FetchOptions) -> None:
+        """Raise FetchError when robots.txt forbids the URL or cannot be read (5xx, network)."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        record = self._record(origin, options)
+        if record["kind"] == "unreachable":
+            raise FetchError("robots_unreachable", f"{origin}/robots.txt unreachable: {record['body']}", retryable=True)
+        if record["kind"] == "rules" and not self._parsed(origin, record["body"]).can_fetch(
+            url, self.fetcher.user_agent
+        ):
+            raise FetchError("robots_disallowed", f"{url} is disallowed by robots.txt")
+
+    def _parsed(self, origin: str, body: str) -> Protego:
+        with self._lock:
+            cached = self._local.get(origin)
+            if cached is None or cached[0] != body:
+                cached = (body, Protego.parse(body))
+                self._local[origin] = cached
+            return cached[1]
+
+    def _record(self, origin: str, options: FetchOptions) -> dict[str, str]:
+        key = f"selextract:robots:{origin}"
+        raw = self.redis.get(key)
+        if raw is not None:
+            return dict(json.loads(raw))
+        record = self._download(origin, options)
+        # an outage is remembered briefly, real rules for the configured time
+        ttl = self.ttl if record["kind"] != "unreachable" else min(self.ttl, 30)
+        self.redis.set(key, json.dumps(record), ex=ttl)
+        return record
+
+    def _download(self, origin: str, options: FetchOptions) -> dict[str, str]:
+        """RFC 9309: a 4xx means no rules; 5xx or unreachable means do not crawl (for now)."""
+        robots_options = FetchOptions(timeout=min(options.timeout, 10.0), use_proxy=options.use_proxy)
+        try:
+            page = self.fetcher.get(origin + "/robots.txt", robots_options, max_bytes=ROBOTS_MAX_BYTES, robots=False)
+        except FetchError as exc:
+            if (exc.status_code is not None and 400 <= exc.status_code < 500) or exc.code in (
+                "too_large",
+                "unsupported_content",
+            ):
+                return {"kind": "allow_all", "body": ""}
+            log.info("robots.txt of %s unavailable (%s)", origin, exc)
+            return {"kind": "unreachable", "body": str(exc)}
+        return {"kind": "rules", "body": page.text}
+
+
+# --- the fetcher --------------------------------------------------------------------------
+
+
+class Fetcher:
+    def __init__(self, settings: Settings, redis_client: redis.Redis) -> None:
+        self.settings = settings
+        self.user_agent = settings.scraper_user_agent
+        self.policy = NetworkPolicy(tuple(settings.scraper_allowed_networks))
+        self.limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
+        raw_proxies = settings.proxy_list.get_secret_value() if settings.proxy_list else ""
+        self.proxies = ProxyRotation(parse_proxy_list(raw_proxies))
+        self.limiter = DomainLimiter(
+            redis_client, settings.scraper_domain_concurrency, settings.scraper_domain_delay_ms
+        )
+        self.robots = RobotsCache(self, redis_client, settings.robots_cache_seconds)
+        self._clients: dict[str | None, httpx.Client] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, proxy: str | None) -> httpx.Client:
+        with self._lock:
+            client = self._clients.get(proxy)
+            if client is None:
+                transport = (
+                    GuardedTransport(self.policy, self.limits)
+                    if proxy is None
+                    else httpx.HTTPTransport(proxy=proxy, limits=self.limits)
+                )
+                client = httpx.Client(
+                    transport=transport,
+                    headers={
+                        "User-Agent": self.user_agent,
+                        "Accept": "text/html,application/xhtml+xml,*/*;q=0.8",
+                    },
+                    follow_redirects=False,
+                    trust_env=False,
+                )
+                self._clients[proxy] = client
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+    def fetch(self, url: str, options: FetchOptions) -> Page:
+        """Fetch one page, honouring robots.txt, politeness, redirects (each hop checked)."""
+        if options.render_js:
+            return self._render(url, options)
+        return self.get(url, options, max_bytes=self.settings.scraper_max_page_bytes, robots=options.respect_robots)
+
+    def get(self, url: str, options: FetchOptions, *, max_bytes: int, robots: bool) -> Page:
+        started = time.monotonic()
+        current = url
+        hops: list[str] = []
+        for _ in range(self.settings.scraper_max_redirects + 1):
+            self._check_target(current)
+            if robots:
+                self._robots(current, options)
+            response_or_location = self._get_once(current, options, max_bytes)
+            if isinstance(response_or_location, str):
+                hops.append(current)
+                current = response_or_location
+                continue
+            status, content_type, body = response_or_location
+            text = self._decode(content_type, body)
+            return Page(
+                url=url,
+                final_url=current,
+                status_code=status,
+                content_type=content_type,
+                text=text,
+                size=len(body),
+                elapsed_ms=int((time.monotonic() - started) * 1000),
+                redirects=hops,
+            )
+        raise FetchError("too_many_redirects", f"more than {self.settings.scraper_max_redirects} redirects")
+
+    def _robots(self, url: str, options: FetchOptions) -> None:
+        try:
+            self.robots.check(url, options)
+        except redis.RedisError as exc:
+            raise FetchError("internal_error", f"robots.txt cache unavailable: {exc}", retryable=True) from None
+
+    def _check_target(self, url: str) -> None:
+        try:
+            self.policy.check_url(url)
+        except ForbiddenTarget as exc:
+            raise FetchError("forbidden_address", str(exc)) from None
+        except OSError as exc:
+            transient = isinstance(exc.__cause__, socket.gaierror) and exc.__cause__.errno == socket.EAI_AGAIN
+            raise FetchError("dns_error", str(exc), retryable=transient) from None
+
+    def _get_once(self, url: str, options: FetchOptions, max_bytes: int) -> tuple[int, str, bytes] | str:
+        proxy = self.proxies.next() if options.use_proxy else None
+        client = self._client(proxy)
+        domain = (urlsplit(url).hostname or "").lower()
+        timeout = httpx.Timeout(options.timeout, connect=min(options.timeout, 10.0))
+        try:
+            with (
+                self.limiter.slot(
+                    domain, lease_seconds=options.timeout + 5, max_wait=self.settings.task_soft_time_limit
+                ),
+                client.stream("GET", url, timeout=timeout) as response,
+            ):
+                if response.status_code in REDIRECTS and "location" in response.headers:
+                    return urljoin(url, response.headers["location"])
+                self._check_status(response)
+                content_type = response.headers.get("content-type", "")
+                self._check_content(url, response, content_type, max_bytes)
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body.extend(chunk)
+                    if len(body) > max_bytes:
+                        raise FetchError("too_large", f"page is larger than {max_bytes} bytes")
+                return response.status_code, content_type, bytes(body)
+        except ForbiddenTarget as exc:
+            raise FetchError("forbidden_address", str(exc)) from None
+        except httpx.TimeoutException as exc:
+            raise FetchError(
+                "timeout", f"timed out after {options.timeout:g}s ({type(exc).__name__})", retryable=True
+            ) from None
+        except httpx.ProxyError as exc:
+            raise FetchError("proxy_error", f"proxy failed: {exc}", retryable=True) from None
+        except httpx.TransportError as exc:
+            raise FetchError("network_error", f"{type(exc).__name__}: {exc}", retryable=True) from None
+        except redis.RedisError as exc:
+            raise FetchError("internal_error", f"politeness limiter unavailable: {exc}", retryable=True) from None
+
+    @staticmethod
+    def _check_status(response: httpx.Response) -> None:
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise FetchError("http_error", f"HTTP {status}", retryable=True, status_code=status)
+        if status >= 400:
+            raise FetchError("http_error", f"HTTP {status}", status_code=status)
+
+    @staticmethod
+    def _check_content(url: str, response: httpx.Response, content_type: str, max_bytes: int) -> None:
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > max_bytes:
+            raise FetchError("too_large", f"page is {length} bytes, more than the {max_bytes} allowed")
+        if content_type and not any(t in content_type.lower() for t in TEXTUAL):
+            raise FetchError("unsupported_content", f"{content_type} is not a text document")
+
+    @staticmethod
+    def _decode(content_type: str, body: bytes) -> str:
+        _encoding, text = html_to_unicode(content_type or None, body)
+        return text
+
+    def _render(self, url: str, options: FetchOptions) -> Page:
+        """JS rendering through a browserless-compatible service (POST /content)."""
+        if not self.settings.renderer_url:
+            raise FetchError("renderer_unavailable", "render_js needs RENDERER_URL; none is configured")
+        self._check_target(url)
+        if options.respect_robots:
+            self._robots(url, options)
+        started = time.monotonic()
+        endpoint = self.settings.renderer_url.rstrip("/") + "/content"
+        try:
+            response = httpx.post(
+                endpoint,
+                json={
+                    "url": url,
+                    "gotoOptions": {"timeout": int(options.timeout * 1000), "waitUntil": "networkidle2"},
+                },
+                timeout=options.timeout + 10,
+            )
+        except httpx.HTTPError as exc:
+            raise FetchError("renderer_error", f"renderer unreachable: {exc}", retryable=True) from None
+        if response.status_code >= 400:
+            raise FetchError("renderer_error", f"renderer answered HTTP {response.status_code}", retryable=True)
+        body = response.content
+        if len(body) > self.settings.scraper_max_page_bytes:
+            raise FetchError("too_large", f"rendered page is larger than {self.settings.scraper_max_page_bytes} bytes")
+        return Page(
+            url=url,
+            final_url=url,
+            status_code=200,
+            content_type="text/html",
+            text=response.text,
+            size=len(body),
+            elapsed_ms=int((time.monotonic() - started) * 1000),
+        )

@@ -1,0 +1,380 @@
+"""Running one scrape task: claim it, fetch its pending URLs in parallel, store each result,
+then finish it or hand it back for a later attempt.
+
+Exactly-once effects on top of at-least-once delivery:
+- a run first takes a *lease* on the task row (one run at a time); a heartbeat renews it,
+  so a killed worker's lease lapses and the redelivered message can take over;
+- each URL's outcome is written once (``WHERE state = 'pending'``) with its result object
+  under a fixed key, so a retry overwrites instead of duplicating;
+- credits were charged once at submit time; the refund for failed URLs is one ledger row
+  per task (unique constraint), so finishing twice cannot refund twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from common import accounting
+from common.config import Settings
+from common.db import session_scope
+from common.extraction import ExtractionRules, extract, item_count
+from common.models import Task, TaskState, TaskUrl, UrlState
+from common.results import page_key
+from common.storage import Storage, StorageError
+from worker.fetch import Fetcher, FetchError, FetchOptions
+
+log = logging.getLogger(__name__)
+MAX_TASK_ATTEMPTS = 25
+ACTIVE = (TaskState.queued, TaskState.running)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the Celery task does next: nothing (done) or run again after ``countdown`` s."""
+
+    done: bool
+    countdown: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class UrlJob:
+    id: int
+    position: int
+    url: str
+    attempts: int
+
+
+class LeaseLost(Exception):
+    """The task was cancelled or taken over while we worked on it."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TaskRunner:
+    def __init__(self, settings: Settings, storage: Storage, fetcher: Fetcher) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.fetcher = fetcher
+
+    def run(self, task_id: uuid.UUID) -> Outcome:
+        owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        claimed = self._claim(task_id, owner)
+        if isinstance(claimed, Outcome):
+            return claimed
+        run = _Run(self, task_id, owner, claimed)
+        return run.execute()
+
+    def _claim(self, task_id: uuid.UUID, owner: str) -> dict[str, Any] | Outcome:
+        lease = timedelta(seconds=self.settings.task_lease_seconds)
+        with session_scope(self.settings) as session:
+            row = session.execute(
+                update(Task)
+                .where(
+                    Task.id == task_id,
+                    Task.state.in_(ACTIVE),
+                    (Task.lease_expires_at.is_(None)) | (Task.lease_expires_at < func.now()),
+                )
+                .values(
+                    state=TaskState.running,
+                    lease_owner=owner,
+                    lease_expires_at=func.now() + lease,
+                    attempts=Task.attempts + 1,
+                    started_at=func.coalesce(Task.started_at, func.now()),
+                    retry_at=None,
+                )
+                .returning(Task.rules, Task.options, Task.attempts)
+            ).first()
+            if row is not None:
+                return {"rules": row.rules, "options": row.options, "attempts": row.attempts}
+            task = session.get(Task, task_id)
+            if task is None or task.state.terminal:
+                return Outcome(done=True, reason="task missing or already finished")
+            remaining = (task.lease_expires_at - now()).total_seconds() if task.lease_expires_at else 1.0
+            return Outcome(done=False, countdown=max(1.0, remaining + 0.5), reason="another run holds the lease")
+
+
+class _Run:
+    """State of one claimed run (one Celery attempt)."""
+
+    def __init__(self, runner: TaskRunner, task_id: uuid.UUID, owner: str, claimed: dict[str, Any]) -> None:
+        self.settings = runner.settings
+        self.storage = runner.storage
+        self.fetcher = runner.fetcher
+        self.task_id = task_id
+        self.owner = owner
+        self.rules = ExtractionRules.model_validate(claimed["rules"])
+        self.options: dict[str, Any] = claimed["options"]
+        self.attempt: int = claimed["attempts"]
+        self.max_retries = int(self.options.get("retries", 2))
+        self.fetch_options = FetchOptions(
+            timeout=float(self.options.get("timeout", self.settings.scraper_default_timeout)),
+            use_proxy=bool(self.options.get("use_proxy")) and bool(self.fetcher.proxies.proxies),
+            respect_robots=bool(self.options.get("respect_robots", True)),
+            render_js=bool(self.options.get("render_js", False)),
+        )
+        self.stop = threading.Event()
+        self.stop_reason = ""
+        self.deferred = 0
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def execute(self) -> Outcome:
+        heartbeat = threading.Thread(target=self._heartbeat, name=f"lease-{self.task_id}", daemon=True)
+        heartbeat.start()
+        try:
+            jobs = self._pending()
+            if self.attempt > MAX_TASK_ATTEMPTS:
+                self._give_up(jobs)
+                jobs = []
+            self._process(jobs)
+        except SoftTimeLimitExceeded:
+            self._halt("soft time limit reached")
+            return self._release(countdown=1.0, reason="soft time limit; continuing in a new attempt")
+        except LeaseLost:
+            pass
+        finally:
+            self.stop.set()
+            heartbeat.join(timeout=5)
+        if self.stop_reason:
+            log.info("task %s: run stopped: %s", self.task_id, self.stop_reason)
+            return Outcome(done=True, reason=self.stop_reason)
+        if self.deferred:
+            return self._release(countdown=self._backoff(), reason=f"{self.deferred} URL(s) to retry")
+        self._finish()
+        return Outcome(done=True, reason="finished")
+
+    def _halt(self, reason: str) -> None:
+        self.stop.set()
+        self.stop_reason = self.stop_reason or reason
+
+    def _heartbeat(self) -> None:
+        interval = max(1.0, self.settings.task_lease_seconds / 3)
+        lease = timedelta(seconds=self.settings.task_lease_seconds)
+        while not self.stop.wait(interval):
+            try:
+                with session_scope(self.settings) as session:
+                    renewed = session.execute(
+                        update(Task)
+                        .where(
+                            Task.id == self.task_id,
+                            Task.lease_owner == self.owner,
+                            Task.state == TaskState.running,
+                        )
+                        .values(lease_expires_at=func.now() + lease)
+                        .returning(Task.id)
+                    ).first()
+            except Exception:  # a DB hiccup must not kill the run; the lease has slack
+                log.exception("task %s: lease renewal failed", self.task_id)
+                continue
+            if renewed is None:
+                self._halt("task cancelled or taken over by another run")
+
+    def _pending(self) -> list[UrlJob]:
+        with session_scope(self.settings) as session:
+            rows = session.execute(
+                select(TaskUrl.id, TaskUrl.position, TaskUrl.url, TaskUrl.attempts)
+                .where(TaskUrl.task_id == self.task_id, TaskUrl.state == UrlState.pending)
+                .order_by(TaskUrl.position)
+            ).all()
+        return [UrlJob(r.id, r.position, r.url, r.attempts) for r in rows]
+
+    def _process(self, jobs: list[UrlJob]) -> None:
+        if not jobs:
+            return
+        workers = min(self.settings.scraper_concurrency, len(jobs))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"fetch-{str(self.task_id)[:8]}")
+        try:
+            futures = [pool.submit(self._one, job) for job in jobs]
+            wait(futures)
+            for future in futures:
+                exc = future.exception()
+                if exc is not None and not isinstance(exc, LeaseLost):
+                    raise exc
+        except BaseException:
+            self.stop.set()  # queued URLs are skipped; only in-flight fetches are waited for
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    # --- one URL --------------------------------------------------------------------------
+    def _one(self, job: UrlJob) -> None:
+        if self.stop.is_set():
+            return
+        try:
+            page = self.fetcher.fetch(job.url, self.fetch_options)
+            data = extract(page.text, page.final_url, self.rules)
+            record = {
+                "url": job.url,
+                "final_url": page.final_url,
+                "status_code": page.status_code,
+                "fetched_at": now().isoformat(),
+                "data": data,
+            }
+            self.storage.put(
+                page_key(self.task_id, job.position),
+                json.dumps(record, ensure_ascii=False).encode(),
+                "application/json",
+            )
+        except FetchError as exc:
+            self._failed(job, exc.code, str(exc), exc.retryable, exc.status_code)
+            return
+        except StorageError as exc:
+            self._failed(job, "storage_error", str(exc), retryable=True)
+            return
+        except Exception as exc:
+            log.exception("task %s: unexpected error on %s", self.task_id, job.url)
+            self._failed(job, "internal_error", f"{type(exc).__name__}: {exc}", retryable=False)
+            return
+        self._save(
+            job,
+            succeeded=True,
+            values={
+                "state": UrlState.succeeded,
+                "status_code": page.status_code,
+                "final_url": page.final_url,
+                "error_code": None,
+                "error": None,
+                "item_count": item_count(data, self.rules),
+                "content_bytes": page.size,
+                "elapsed_ms": page.elapsed_ms,
+                "fetched_at": func.now(),
+                "attempts": job.attempts + 1,
+            },
+        )
+
+    def _failed(self, job: UrlJob, code: str, message: str, retryable: bool, status_code: int | None = None) -> None:
+        attempts = job.attempts + 1
+        final = not retryable or attempts > self.max_retries
+        values: dict[str, Any] = {
+            "error_code": code,
+            "error": message[:2000],
+            "status_code": status_code,
+            "attempts": attempts,
+            "fetched_at": func.now(),
+        }
+        if final:
+            values["state"] = UrlState.failed
+        else:
+            self.deferred += 1
+        log.info(
+            "task %s: %s failed (%s, attempt %d, %s)",
+            self.task_id,
+            job.url,
+            code,
+            attempts,
+            "final" if final else "will retry",
+        )
+        self._save(job, succeeded=False, values=values, counts=final)
+
+    def _save(self, job: UrlJob, *, succeeded: bool, values: dict[str, Any], counts: bool = True) -> None:
+        """Record a URL outcome if we still own the task; the task row lock orders us with cancel."""
+        with session_scope(self.settings) as session:
+            counters: dict[str, Any] = {}
+            if counts:
+                column = "succeeded_count" if succeeded else "failed_count"
+                counters[column] = getattr(Task, column) + 1
+            owned = session.execute(
+                update(Task)
+                .where(Task.id == self.task_id, Task.lease_owner == self.owner, Task.state == TaskState.running)
+                .values(**counters, lease_owner=self.owner)
+                .returning(Task.id)
+            ).first()
+            if owned is None:
+                self._halt("task cancelled or taken over by another run")
+                raise LeaseLost()
+            written = session.execute(
+                update(TaskUrl)
+                .where(TaskUrl.id == job.id, TaskUrl.state == UrlState.pending)
+                .values(**values)
+                .returning(TaskUrl.id)
+            ).first()
+            if written is None:  # already recorded by an earlier run: keep the first outcome
+                session.rollback()
+
+    # --- end of a run ---------------------------------------------------------------------
+    def _backoff(self) -> float:
+        base = self.settings.scraper_retry_backoff * (2 ** max(0, self.attempt - 1))
+        return min(self.settings.scraper_retry_backoff_max, base) * random.uniform(0.8, 1.2)
+
+    def _release(self, countdown: float, reason: str) -> Outcome:
+        with session_scope(self.settings) as session:
+            session.execute(
+                update(Task)
+                .where(Task.id == self.task_id, Task.lease_owner == self.owner)
+                .values(
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    retry_at=func.now() + timedelta(seconds=countdown),
+                    enqueued_at=func.now(),
+                )
+            )
+        return Outcome(done=False, countdown=countdown, reason=reason)
+
+    def _give_up(self, jobs: list[UrlJob]) -> None:
+        for job in jobs:
+            self._failed(job, "gave_up", f"not finished after {MAX_TASK_ATTEMPTS} attempts", retryable=False)
+
+    def _finish(self) -> None:
+        webhook = False
+        with session_scope(self.settings) as session:
+            task = session.scalar(select(Task).where(Task.id == self.task_id).with_for_update())
+            if task is None or task.state != TaskState.running or task.lease_owner != self.owner:
+                return
+            outcome = _tally(session, task)
+            task.state = TaskState.completed if outcome["succeeded"] else TaskState.failed
+            task.succeeded_count = outcome["succeeded"]
+            task.failed_count = outcome["failed"]
+            task.error = outcome["summary"]
+            task.finished_at = now()
+            task.lease_owner = None
+            task.lease_expires_at = None
+            task.retry_at = None
+            accounting.refund(session, task, outcome["failed"], f"{outcome['failed']} URL(s) failed")
+            if task.webhook_url:
+                task.webhook_status = "pending"
+                webhook = True
+        log.info("task %s: %s", self.task_id, outcome["summary"] or "all URLs succeeded")
+        if webhook:
+            _send_webhook_soon(self.task_id)
+
+
+def _tally(session: Session, task: Task) -> dict[str, Any]:
+    rows = session.execute(
+        select(TaskUrl.state, TaskUrl.error_code, func.count())
+        .where(TaskUrl.task_id == task.id)
+        .group_by(TaskUrl.state, TaskUrl.error_code)
+    ).all()
+    succeeded = sum(n for state, _code, n in rows if state == UrlState.succeeded)
+    errors = Counter({code or "error": n for state, code, n in rows if state == UrlState.failed})
+    failed = sum(errors.values())
+    summary = None
+    if failed:
+        detail = ", ".join(f"{code}: {n}" for code, n in errors.most_common())
+        summary = f"{failed} of {task.url_count} URL(s) failed ({detail})"
+    return {"succeeded": succeeded, "failed": failed, "summary": summary}
+
+
+def _send_webhook_soon(task_id: uuid.UUID) -> None:
+    from common.queue import enqueue_webhook
+
+    try:
+        enqueue_webhook(task_id)
+    except Exception:  # the reaper re-sends webhooks left 'pending'
+        log.exception("task %s: could not queue the completion webhook", task_id)
