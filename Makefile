@@ -5,7 +5,7 @@ SHELL := /bin/bash
 STACK ?= local
 export SELEXTRACT_CACHE ?= $(HOME)/.cache/selextract
 
-.PHONY: setup up down preview outputs test test-unit lint duplicates images services services-stop bench
+.PHONY: preview-stacks setup up down preview outputs test test-unit lint duplicates images services services-stop bench
 
 setup:            ## venv, Docker engine, Pulumi toolchain, S3 server, service images
 	@scripts/setup.sh
@@ -19,11 +19,14 @@ down:             ## pulumi destroy --stack $(STACK)
 preview:          ## pulumi preview --stack $(STACK) (diff only)
 	@scripts/up.sh --preview $(STACK)
 
+preview-stacks:   ## pulumi preview (with the policy pack) of phase1-4, offline; diffs in artifacts/
+	@scripts/preview-stacks.sh
+
 test: setup       ## every test: unit, mocks, rendered configs, service, end to end
 	@scripts/test.sh
 
 test-unit:        ## the fast tests that need no services or Docker
-	@.venv/bin/pytest -q tests/infra
+	@.venv/bin/pytest -q tests/infra tests/policies tests/preview -m "not e2e"
 
 lint:
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check infra stacks tests/infra
@@ -36,3 +39,6 @@ services:         ## start Postgres/Redis/S3/test site on 127.0.0.1 for the serv
 
 services-stop:
 	@scripts/services.sh stop
+
+bench: setup      ## benchmarks vs Scrapy / a bare FastAPI app / fleet sizes (not part of `make test`); BENCH_ARGS=--quick
+	@bench/run.sh $(BENCH_ARGS)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import redis.exceptions
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -69,6 +71,20 @@ def create_app() -> FastAPI:
     async def _rejected(_request: Request, exc: TaskRejected) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         return JSONResponse({"detail": exc.detail()}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(sqlalchemy.exc.InterfaceError)
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.TimeoutError)
+    async def _backend_down(_request: Request, exc: Exception) -> JSONResponse:
+        # A backing service restarting (or a credential being rotated) is temporary: say so
+        # with 503 + Retry-After rather than a 500, and name the part without its details.
+        part = "database" if isinstance(exc, sqlalchemy.exc.DBAPIError) else "redis"
+        return JSONResponse(
+            {"detail": f"the {part} is temporarily unavailable; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     app.include_router(health.router)
     app.include_router(api_router)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -304,9 +305,12 @@ class Settings(_Model):
     @field_validator("secrets")
     @classmethod
     def _secret_names(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for name in v:
+        for name, value in v.items():
             if name not in SECRET_KEYS:
                 raise ValueError(f"unknown secret '{name}'; allowed: {', '.join(SECRET_KEYS)}")
+            # These travel inside connection URLs and SQL: keep them to URL-safe characters.
+            if name in GENERATED_SECRETS and not re.fullmatch(r"[A-Za-z0-9._~-]{16,128}", value.get_secret_value()):
+                raise ValueError(f"secret '{name}' must be 16-128 characters of A-Z a-z 0-9 . _ ~ -")
         return v
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ import pulumi
 import pulumi_random as random
 
 from infra.config import EXTERNAL_SECRETS, GENERATED_SECRETS, Settings
+from infra.tls import bootstrap_certificate
 
 
 class StackSecrets(pulumi.ComponentResource):
@@ -35,6 +36,10 @@ class StackSecrets(pulumi.ComponentResource):
             given = settings.secret(key)
             if given is not None:
                 self._values[key] = pulumi.Output.secret(given)
+        domain = "localhost" if settings.target == "local" else settings.domain
+        pair = self._values["appSecretKey"].apply(lambda seed: bootstrap_certificate(seed, domain))
+        self._values["tlsBootstrapCert"] = pulumi.Output.secret(pair[0])
+        self._values["tlsBootstrapKey"] = pulumi.Output.secret(pair[1])
         self.register_outputs({})
 
     def get(self, name: str) -> pulumi.Output[str]:

@@ -4,7 +4,8 @@
 #   - the Python language host `pulumi-language-python` (+ `pulumi-language-python-exec`),
 #   - resource plugins docker 5.1.0, command 1.2.1, random 4.21.1 (the versions
 #     the Python SDKs in pyproject pin), installed with `pulumi plugin install`,
-#   - optionally (--with-hcloud or WITH_HCLOUD=1) the hcloud 1.43.3 plugin.
+#   - the hcloud 1.43.3 plugin (previews of the Hetzner stacks need it; skip it
+#     with --without-hcloud or WITH_HCLOUD=0).
 #
 # Everything is built from Go modules (the only source reachable here: no
 # registry ships Pulumi binaries), using the wrapper modules in tools/pulumi/.
@@ -17,9 +18,11 @@
 # rebuilt, so a second run takes seconds. Plugins are installed under
 # ${PULUMI_HOME:-~/.pulumi}/plugins.
 #
-# Usage: scripts/setup-pulumi.sh [--with-hcloud] [--force] [-q|--quiet]
-#   --with-hcloud  also build and install the hcloud plugin (or WITH_HCLOUD=1)
-#   --force        rebuild every piece (ignore the stamps)
+# Usage: scripts/setup-pulumi.sh [--without-hcloud] [--force] [-q|--quiet]
+#   --without-hcloud  do not build the hcloud plugin (or WITH_HCLOUD=0); a failed
+#                     hcloud build leaves the rest ready and exits 3
+#   --with-hcloud     build it (the default; kept for older callers)
+#   --force           rebuild every piece (ignore the stamps)
 # Env: SELEXTRACT_CACHE (default ~/.cache/selextract), PULUMI_HOME,
 #      PULUMI_MIN_VERSION (oldest acceptable `pulumi` already on PATH, 3.272.0),
 #      SELEXTRACT_PULUMI_BUILD_FROM_SOURCE=1 (ignore a `pulumi` on PATH).
@@ -44,12 +47,13 @@ STAMP_DIR="$PCACHE/stamps"
 LOG_DIR="$PCACHE/logs"
 PULUMI_HOME_DIR=${PULUMI_HOME:-$HOME/.pulumi}
 
-WITH_HCLOUD=${WITH_HCLOUD:-0}
+WITH_HCLOUD=${WITH_HCLOUD:-1}
 FORCE=0
 QUIET=0
 for arg in "$@"; do
   case "$arg" in
     --with-hcloud) WITH_HCLOUD=1 ;;
+    --without-hcloud) WITH_HCLOUD=0 ;;
     --force) FORCE=1 ;;
     -q | --quiet) QUIET=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -336,6 +340,6 @@ log "binaries: $BIN_DIR (CLI: $PULUMI); plugin builds: $PLUGIN_BUILD_DIR"
 log "to use it:  source $PCACHE/env.sh"
 log "       or:  export PATH=\"$BIN_DIR:\$PATH\" PULUMI_SKIP_UPDATE_CHECK=true PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true"
 if [ "$hcloud_rc" != 0 ]; then
-  echo "[pulumi] ERROR: the optional hcloud plugin failed to build (log: $LOG_DIR/hcloud.log); the rest of the toolchain is ready." >&2
+  echo "[pulumi] ERROR: the hcloud plugin failed to build (log: $LOG_DIR/hcloud.log); the rest of the toolchain is ready (--without-hcloud skips it)." >&2
   exit "$hcloud_rc"
 fi

@@ -7,7 +7,7 @@ PACKAGES=(
   haproxy nginx-light cloud-init   # config validation with the real tools
   prometheus prometheus-alertmanager
   chromium chromium-driver         # web console / dashboard browser tests
-  wrk git curl openssl util-linux
+  wrk git curl openssl util-linux openssh-server   # openssh-server: the remote-command provider test
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

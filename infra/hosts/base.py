@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
+import pulumi_command as command
 import pulumi_docker as docker
 
 from infra.topology import HostPlan
@@ -21,6 +22,8 @@ class Host:
     ready: list[pulumi.Resource]  # what must exist before containers go on this host
     # role -> host directory backing that role's data (an attached hcloud volume)
     data_paths: dict[str, pulumi.Output[str]] = field(default_factory=dict)
+    # How to run a shell command on the machine (None: it is this machine).
+    ssh: command.remote.ConnectionArgs | None = None
 
     @property
     def name(self) -> str:

@@ -203,14 +203,15 @@ class HetznerFleet(pulumi.ComponentResource):
             )
             for v in host.volumes
         ]
+        connection = command.remote.ConnectionArgs(
+            host=server.ipv4_address,
+            user=settings.ssh.user,
+            port=settings.ssh.port,
+            private_key=ssh_private_key(settings),
+        )
         ready = command.remote.Command(
             f"{name}-{host.name}-ready",
-            connection=command.remote.ConnectionArgs(
-                host=server.ipv4_address,
-                user=settings.ssh.user,
-                port=settings.ssh.port,
-                private_key=ssh_private_key(settings),
-            ),
+            connection=connection,
             create="cloud-init status --wait >/dev/null; docker info >/dev/null",
             opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment, *volumes]),
         )
@@ -232,6 +233,7 @@ class HetznerFleet(pulumi.ComponentResource):
             public_ip=server.ipv4_address,
             private_ip=host.private_ip,
             ready=[ready, network],
+            ssh=connection,
             data_paths={
                 v.role.value: vol.id.apply(lambda i: f"/mnt/HC_Volume_{i}")
                 for v, vol in zip(host.volumes, volumes, strict=True)
@@ -264,4 +266,10 @@ class HetznerFleet(pulumi.ComponentResource):
             public_ip=host.public_ip,
             private_ip=host.private_ip,
             ready=[server, network],
+            ssh=command.remote.ConnectionArgs(
+                host=str(host.public_ip),
+                user=self.settings.ssh.user,
+                port=self.settings.ssh.port,
+                private_key=ssh_private_key(self.settings),
+            ),
         )

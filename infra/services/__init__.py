@@ -10,7 +10,9 @@ import pulumi
 from infra.hosts.base import Host
 from infra.secrets import StackSecrets
 from infra.services.base import Declared, Service, ServiceArgs
+from infra.services.rotation import PostgresPasswordSync
 from infra.specs.base import ContainerSpec
+from infra.specs.postgres import password_sync_name
 from infra.topology import Role
 
 
@@ -92,4 +94,13 @@ def deploy_services(
                 name,
                 ServiceArgs(specs=mine, hosts=hosts, secrets=secrets, images=images, stack=stack, declared=declared),
             )
+            if component is Postgres:
+                for spec in mine:
+                    declared.containers[password_sync_name(spec.name)] = PostgresPasswordSync(
+                        password_sync_name(spec.name),
+                        container=declared.containers[spec.name],
+                        container_name=spec.name,
+                        host=hosts[spec.host],
+                        secrets=secrets,
+                    )
     return out

@@ -3,11 +3,13 @@ this package differ only in what they are called and which specs they get."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_docker as docker
+import pulumi_random as random
 
 from infra.hosts.base import Host
 from infra.secrets import StackSecrets
@@ -34,7 +36,7 @@ class Declared:
     """Containers and volumes declared so far in this program, so services can depend on
     each other's containers and share volumes on one engine."""
 
-    containers: dict[str, docker.Container] = field(default_factory=dict)
+    containers: dict[str, pulumi.Resource] = field(default_factory=dict)
     volumes: dict[str, docker.Volume] = field(default_factory=dict)
 
 
@@ -56,6 +58,7 @@ class Service(pulumi.ComponentResource):
         super().__init__(self.TYPE, name, None, opts)
         self.containers: dict[str, docker.Container] = {}
         created: dict[str, docker.Container] = {}
+        self.args = args
         for spec in args.specs:
             host = args.hosts[spec.host]
             volumes = self._volumes(spec, host, args)
@@ -87,6 +90,24 @@ class Service(pulumi.ComponentResource):
             out.append(volume)
         return out
 
+    def _docker_name(self, spec: ContainerSpec, envs: list[pulumi.Input[str]]) -> pulumi.Input[str]:
+        """Versioned containers start beside their predecessor, so every replacement needs a
+        new name: the version, plus a generation that changes whenever the environment
+        does (e.g. a rotated password), derived without exposing any secret."""
+        if not spec.versioned:
+            return spec.name
+
+        def digest(values: list[str]) -> str:
+            return hashlib.sha256("\n".join([*values, *spec.command]).encode()).hexdigest()
+
+        generation = random.RandomId(
+            f"{spec.logical_name}-generation",
+            byte_length=2,
+            keepers={"config": pulumi.Output.secret(pulumi.Output.all(*envs).apply(digest))},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return pulumi.Output.concat(spec.name, "-g", generation.hex)
+
     def _image(self, spec: ContainerSpec, host: Host, args: ServiceArgs) -> pulumi.Input[str]:
         if spec.image in (BUILD_APP, BUILD_WORKER):
             return args.images[host.engine][spec.image.removeprefix("build:")]
@@ -97,13 +118,14 @@ class Service(pulumi.ComponentResource):
     ) -> docker.Container:
         secrets = args.secrets
         health = spec.healthcheck
+        envs = [resolve(f"{k}={v}", secrets) for k, v in spec.env.items()]
         return docker.Container(
             spec.logical_name,
-            name=spec.name,
+            name=self._docker_name(spec, envs),
             image=self._image(spec, host, args),
             command=[resolve(c, secrets) for c in spec.command] or None,
             entrypoints=list(spec.entrypoint) or None,
-            envs=[resolve(f"{k}={v}", secrets) for k, v in spec.env.items()] or None,
+            envs=envs or None,
             ports=[docker.ContainerPortArgs(internal=p.internal, external=p.external, ip=p.ip) for p in spec.ports]
             or None,
             mounts=[docker.ContainerMountArgs(type="volume", source=m.volume, target=m.target) for m in spec.mounts]
@@ -155,5 +177,6 @@ class Service(pulumi.ComponentResource):
                 # is removed once the new one is healthy; others keep their fixed name and
                 # must go first (their ports and volumes are exclusive).
                 delete_before_replace=not spec.versioned,
+                ignore_changes=["envs"] if spec.ignore_env_changes else None,
             ),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from infra.render import render
 from infra.specs.base import ContainerSpec, Healthcheck, Mount, Upload, secret
 from infra.specs.context import BUILD_APP, BUILD_WORKER, SpecContext
-from infra.specs.postgres import DB_NAME, DB_USER
+from infra.specs.postgres import DB_NAME, DB_USER, password_sync_name
 from infra.topology import PORTS, Role
 
 RESULTS_PATH = "/data/results"
@@ -198,6 +198,7 @@ def bucket_specs(ctx: SpecContext) -> list[ContainerSpec]:
 def _deps(ctx: SpecContext) -> tuple[str, ...]:
     plan = ctx.plan
     deps = [e.name for e in plan.endpoints(Role.POSTGRES) + plan.endpoints(Role.REDIS)]
+    deps += [password_sync_name(e.name) for e in plan.endpoints(Role.POSTGRES)]
     if plan.buckets:
         deps.append(f"{plan.stack}-{plan.hosts_with(Role.API)[0].name}-buckets-1")
     return tuple(deps)

@@ -78,6 +78,7 @@ class ContainerSpec:
     # version also answers under stable aliases, and is replaced create-before-delete.
     aliases: tuple[str, ...] = ()
     resource_name: str | None = None  # stable Pulumi name when `name` changes per version
+    ignore_env_changes: bool = False  # env only matters at first start (e.g. Postgres init)
 
     @property
     def logical_name(self) -> str:

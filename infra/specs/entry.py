@@ -16,8 +16,18 @@ ENTRYPOINT = "/usr/local/bin/selextract-tls-entrypoint"
 MONITORING_USER = "admin"
 
 
-def _tls_entrypoint() -> Upload:
-    return Upload(ENTRYPOINT, (Path(CONFIG_DIR) / "tls-entrypoint.sh").read_text(), executable=True)
+BOOTSTRAP_DIR = "/etc/selextract/tls-bootstrap"
+
+
+def _tls_uploads() -> tuple[Upload, ...]:
+    """The entrypoint wrapper and the bootstrap certificate it installs when none exists."""
+    cert, key = secret("tlsBootstrapCert"), secret("tlsBootstrapKey")
+    return (
+        Upload(ENTRYPOINT, (Path(CONFIG_DIR) / "tls-entrypoint.sh").read_text(), executable=True),
+        Upload(f"{BOOTSTRAP_DIR}/cert.pem", cert),
+        Upload(f"{BOOTSTRAP_DIR}/key.pem", key),
+        Upload(f"{BOOTSTRAP_DIR}/combined.pem", cert + key),
+    )
 
 
 def _grafana_url(ctx: SpecContext) -> str | None:
@@ -107,7 +117,7 @@ def entry_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 host=host,
                 role=Role.ENTRY,
                 image=ctx.settings.images.nginx,
-                entrypoint=(ENTRYPOINT,),
+                entrypoint=("/bin/sh", ENTRYPOINT),
                 command=("nginx", "-g", "daemon off;"),
                 env=common_env,
                 ports=ctx.entry_ports(),
@@ -116,7 +126,7 @@ def entry_specs(ctx: SpecContext) -> list[ContainerSpec]:
                     *((Mount(f"{plan.stack}-{host}-acme", ACME_WEBROOT),) if _acme(ctx) else ()),
                 ),
                 uploads=(
-                    _tls_entrypoint(),
+                    *_tls_uploads(),
                     Upload("/etc/nginx/nginx.conf", conf),
                     Upload("/etc/nginx/selextract-proxy.conf", proxy),
                     Upload(
@@ -137,13 +147,14 @@ def entry_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 host=host,
                 role=Role.LB,
                 image=ctx.settings.images.haproxy,
-                entrypoint=(ENTRYPOINT,),
+                entrypoint=("/bin/sh", ENTRYPOINT),
                 command=("haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"),
+                user="root",  # the entrypoint writes the certificate; haproxy.cfg drops to haproxy
                 env=common_env,
                 ports=ctx.entry_ports(),
                 mounts=(Mount(f"{plan.stack}-{host}-tls", TLS_DIR),),
                 uploads=(
-                    _tls_entrypoint(),
+                    *_tls_uploads(),
                     Upload(
                         "/usr/local/etc/haproxy/haproxy.cfg",
                         haproxy_config(

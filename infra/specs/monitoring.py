@@ -159,9 +159,9 @@ def monitoring_specs(ctx: SpecContext) -> list[ContainerSpec]:
                     Upload("/etc/prometheus/prometheus.yml", prometheus_config(ctx, host)),
                     Upload("/etc/prometheus/rules/alert-rules.yml", (Path(CONFIG_DIR) / "alert-rules.yml").read_text()),
                 ),
-                healthcheck=Healthcheck(
-                    ("CMD-SHELL", "wget -qO- http://127.0.0.1:9090/-/ready || curl -fsS http://127.0.0.1:9090/-/ready")
-                ),
+                # promtool ships with Prometheus (its images have no curl or wget); a query
+                # answers only once the TSDB is ready.
+                healthcheck=Healthcheck(("CMD", "promtool", "query", "instant", "http://127.0.0.1:9090", "vector(1)")),
             )
         )
         specs.append(

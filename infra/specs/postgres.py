@@ -11,6 +11,10 @@ DB_NAME = "selextract"
 DB_USER = "selextract"
 
 
+def password_sync_name(container: str) -> str:
+    return f"{container}-password-sync"
+
+
 def memory_settings(memory_gb: float, dedicated_host: bool) -> dict[str, str]:
     """shared_buffers 1/4 and effective_cache_size 3/4 of what Postgres may use (the
     guide's 8 GB / 24 GB on a 32 GB budget); a shared host gives Postgres half its RAM."""
@@ -48,6 +52,9 @@ def postgres_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 healthcheck=Healthcheck(("CMD-SHELL", f"pg_isready -U {DB_USER} -d {DB_NAME}")),
                 wait_healthy=True,
                 stop_grace_s=60,
+                # POSTGRES_PASSWORD only seeds a new data directory; rotations are applied
+                # in place by the password-sync step, so they must not restart Postgres.
+                ignore_env_changes=True,
             )
         )
     return specs

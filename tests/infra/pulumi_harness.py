@@ -75,6 +75,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             value = f"{MOCK_PASSWORD_PREFIX}{rid}x"
             self.run.secret_values.add(value)
             outputs["result"] = value
+        elif args.typ == "random:index/randomId:RandomId":
+            outputs["hex"] = f"{int(rid) % 65536:04x}"
         elif args.typ == "hcloud:index/server:Server":
             outputs["ipv4Address"] = f"198.51.100.{int(rid) % 250}"
         elif args.typ == "docker:index/image:Image":

@@ -41,7 +41,11 @@ def test_containers_match_the_plan(stack_file: str) -> None:
     assert len(workers) == p.worker_containers
     assert all(r.inputs["name"].startswith(f"{p.stack}-") for r in run.of_type(CONTAINER))
     version = run.exports["version"]["tag"]
-    assert all(r.inputs["name"] == f"{r.name}-{version}" for r in run.of_type(CONTAINER) if r.name in api | workers)
+    assert all(
+        re.fullmatch(rf"{r.name}-{version}-g[0-9a-f]{{4}}", r.inputs["name"])
+        for r in run.of_type(CONTAINER)
+        if r.name in api | workers
+    )
     # app and worker images are built once per Docker engine that runs them
     engines = {
         p.host(pl.host).name if p.target == "hetzner" else "local"
@@ -194,5 +198,17 @@ def test_release_label_and_pinned_image_tag() -> None:
     pinned = run_program(ROOT / "Pulumi.local.yaml", extra_config={"selextract:imageTag": "0123abcd"})
     assert pinned.count("docker:index/image:Image") == 0, "a pinned version is reused, not rebuilt"
     api = next(r for r in pinned.of_type(CONTAINER) if r.name == "local-app-01-api-1")
-    assert (api.inputs["image"], api.inputs["name"]) == ("selextract/app:0123abcd", "local-app-01-api-1-0123abcd")
+    assert api.inputs["image"] == "selextract/app:0123abcd"
+    assert api.inputs["name"].startswith("local-app-01-api-1-0123abcd-g")
     assert pinned.exports["version"] == {"tag": "0123abcd", "commit": "pinned"}
+
+
+@pytest.mark.parametrize("stack_file", ["Pulumi.local.yaml", "Pulumi.phase2.yaml"])
+def test_postgres_password_rotates_in_place(stack_file: str) -> None:
+    run = program(stack_file)
+    kind = "command:local:Command" if stack_file == "Pulumi.local.yaml" else "command:remote:Command"
+    (sync,) = [r for r in run.of_type(kind) if r.name.endswith("-postgres-1-password-sync")]
+    assert sync.inputs["create"].startswith("docker exec -i ") and "psql" in sync.inputs["create"]
+    assert sync.inputs["stdin"].startswith('ALTER ROLE "selextract" PASSWORD ')
+    stdin_leaves = [x for x in run.leaf_inputs if x[1] == sync.name and x[2] in (".stdin", ".triggers[0]")]
+    assert stdin_leaves and all(is_secret for _, _, _, is_secret, _ in stdin_leaves)

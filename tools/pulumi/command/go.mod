@@ -1,8 +1,9 @@
 // Builds pulumi-resource-command (Pulumi package "command", reporting version
 // 1.2.1 to match the pinned Python SDK pulumi-command==1.2.1): a small
-// re-implementation of the provider's local.Command resource and local.run
-// function (see main.go). Upstream's github.com/pulumi/pulumi-command/provider
-// module is not served by the Go module proxy reachable here.
+// re-implementation of the provider's local.Command and remote.Command (SSH,
+// golang.org/x/crypto/ssh) resources and the local.run function (see
+// main.go). Upstream's github.com/pulumi/pulumi-command/provider module is not
+// served by the Go module proxy reachable here.
 // Built by scripts/setup-pulumi.sh.
 module selextract.local/tools/pulumi/command
 
@@ -12,6 +13,7 @@ replace golang.org/x/text => golang.org/x/text v0.41.0
 
 require (
 	github.com/pulumi/pulumi/sdk/v3 v3.274.1
+	golang.org/x/crypto v0.58.0
 	google.golang.org/protobuf v1.36.11
 )
 
@@ -112,7 +114,6 @@ require (
 	go.opentelemetry.io/proto/otlp v1.11.0 // indirect
 	go.uber.org/atomic v1.11.0 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
-	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/mod v0.40.0 // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sync v0.23.0 // indirect

@@ -4,37 +4,38 @@
 //
 //   - command:local:Command (create / update / delete commands, environment,
 //     dir, interpreter, stdin, triggers, addPreviousOutputInEnv, logging;
-//     outputs stdout and stderr), and
-//   - the command:local:run function.
+//     outputs stdout and stderr; local.go),
+//   - the command:local:run function, and
+//   - command:remote:Command (the same commands run over SSH, with
+//     golang.org/x/crypto/ssh; connection, environment, stdin, triggers,
+//     addPreviousOutputInEnv, logging; remote.go).
 //
-// Not supported (the resource reports a clear error): the command:remote:*
-// resources (SSH) and assetPaths/archivePaths.
+// Not supported (a clear error): command:remote:CopyToRemote,
+// command:remote:CopyFile, and assetPaths/archivePaths of local.Command.
 //
 // Semantics follow upstream's documentation: a change of `triggers` replaces
-// the resource; any other input change is an update, which runs `update` (or
-// `create` when `update` is not set). `delete` runs when the resource is
-// deleted. Previous stdout/stderr are passed as PULUMI_COMMAND_STDOUT and
-// PULUMI_COMMAND_STDERR unless addPreviousOutputInEnv is false. If any input is
-// a secret, stdout and stderr are secrets too.
+// the resource (for remote.Command also a change of the target of
+// `connection`: host, port, user or proxy); any other input change is an
+// update, which runs `update` (or `create` when `update` is not set).
+// `delete` runs when the resource is deleted. Previous stdout/stderr are
+// passed as PULUMI_COMMAND_STDOUT and PULUMI_COMMAND_STDERR unless
+// addPreviousOutputInEnv is false. During a preview nothing runs and
+// stdout/stderr are unknown. If any input is a secret (for remote.Command: any
+// input but `connection`, which the SDK always makes secret and which never
+// reaches the command), stdout and stderr are secrets too and the command's
+// output is neither logged nor put into error messages.
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
-	"sort"
-	"strings"
-	"sync"
 
 	pbempty "google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/pulumi/pulumi/sdk/v3/go/common/diag"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/cmdutil"
@@ -46,8 +47,9 @@ import (
 var Version = "1.2.1"
 
 const (
-	localCommand = "command:local:Command"
-	localRun     = "command:local:run"
+	localCommand  = "command:local:Command"
+	localRun      = "command:local:run"
+	remoteCommand = "command:remote:Command"
 )
 
 func main() {
@@ -107,15 +109,20 @@ func (p *commandProvider) Cancel(context.Context, *pbempty.Empty) (*pbempty.Empt
 
 func unsupported(typ string) error {
 	return fmt.Errorf("%s is not supported by this offline build of the command provider "+
-		"(only command:local:Command and command:local:run are)", typ)
+		"(only command:local:Command, command:local:run and command:remote:Command are)", typ)
+}
+
+// resourceType is the type token of a request (older engines only send the URN).
+func resourceType(typ, urn string) string {
+	if typ != "" {
+		return typ
+	}
+	return string(resource.URN(urn).Type())
 }
 
 func (p *commandProvider) Check(_ context.Context, req *pulumirpc.CheckRequest) (*pulumirpc.CheckResponse, error) {
-	typ := req.Type
-	if typ == "" {
-		typ = string(resource.URN(req.Urn).Type())
-	}
-	if typ != localCommand {
+	typ := resourceType(req.Type, req.Urn)
+	if typ != localCommand && typ != remoteCommand {
 		return nil, unsupported(typ)
 	}
 	news, err := unmarshal(req.News)
@@ -123,23 +130,49 @@ func (p *commandProvider) Check(_ context.Context, req *pulumirpc.CheckRequest) 
 		return nil, err
 	}
 	var failures []*pulumirpc.CheckFailure
-	for _, k := range []resource.PropertyKey{"assetPaths", "archivePaths"} {
-		if v, ok := news[k]; ok && !v.IsNull() {
-			failures = append(failures, &pulumirpc.CheckFailure{
-				Property: string(k), Reason: string(k) + " is not supported by this offline build",
-			})
+	fail := func(k, reason string) {
+		failures = append(failures, &pulumirpc.CheckFailure{Property: k, Reason: reason})
+	}
+	if typ == localCommand {
+		for _, k := range []resource.PropertyKey{"assetPaths", "archivePaths"} {
+			if v, ok := news[k]; ok && !v.IsNull() {
+				fail(string(k), string(k)+" is not supported by this offline build")
+			}
+		}
+	} else {
+		for _, f := range checkRemote(news) {
+			fail(f[0], f[1])
+		}
+	}
+	if v, ok := news["logging"]; ok {
+		if v = plain(v); v.IsString() && !validLogging[v.StringValue()] {
+			fail("logging", fmt.Sprintf("logging must be one of stdout, stderr, stdoutAndStderr, none (got %q)",
+				v.StringValue()))
 		}
 	}
 	return &pulumirpc.CheckResponse{Inputs: req.News, Failures: failures}, nil
 }
 
-// inputKeys are the inputs of local.Command; everything else in state is an output.
-var inputKeys = []resource.PropertyKey{
-	"addPreviousOutputInEnv", "archivePaths", "assetPaths", "create", "delete", "dir",
-	"environment", "interpreter", "logging", "stdin", "triggers", "update",
+var validLogging = map[string]bool{"stdout": true, "stderr": true, "stdoutAndStderr": true, "none": true}
+
+// inputKeys are the inputs of each resource; everything else in state is an output.
+var inputKeys = map[string][]resource.PropertyKey{
+	localCommand: {
+		"addPreviousOutputInEnv", "archivePaths", "assetPaths", "create", "delete", "dir",
+		"environment", "interpreter", "logging", "stdin", "triggers", "update",
+	},
+	remoteCommand: {
+		"addPreviousOutputInEnv", "connection", "create", "delete", "environment", "logging",
+		"stdin", "triggers", "update",
+	},
 }
 
 func (p *commandProvider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*pulumirpc.DiffResponse, error) {
+	typ := resourceType(req.Type, req.Urn)
+	keys, ok := inputKeys[typ]
+	if !ok {
+		return nil, unsupported(typ)
+	}
 	olds, err := unmarshal(req.Olds)
 	if err != nil {
 		return nil, err
@@ -154,7 +187,7 @@ func (p *commandProvider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*
 	}
 	var diffs, replaces []string
 	detailed := map[string]*pulumirpc.PropertyDiff{}
-	for _, k := range inputKeys {
+	for _, k := range keys {
 		if ignore[string(k)] {
 			continue
 		}
@@ -163,11 +196,16 @@ func (p *commandProvider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*
 		if !hasO && !hasN {
 			continue
 		}
-		if hasO && hasN && !n.ContainsUnknowns() && o.DeepEquals(n) {
-			continue
-		}
 		if (!hasO || o.IsNull()) && (!hasN || n.IsNull()) {
 			continue
+		}
+		if hasO && hasN && !n.ContainsUnknowns() {
+			if k == "connection" && deepPlain(o).DeepEquals(deepPlain(n)) {
+				continue // the state always holds it as a secret
+			}
+			if o.DeepEquals(n) {
+				continue
+			}
 		}
 		diffs = append(diffs, string(k))
 		kind := pulumirpc.PropertyDiff_UPDATE
@@ -177,7 +215,8 @@ func (p *commandProvider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*
 		case !hasN || n.IsNull():
 			kind = pulumirpc.PropertyDiff_DELETE
 		}
-		if k == "triggers" {
+		replace := k == "triggers" || (k == "connection" && connectionTargetChanged(o, n))
+		if replace {
 			replaces = append(replaces, string(k))
 			kind += pulumirpc.PropertyDiff_ADD_REPLACE - pulumirpc.PropertyDiff_ADD
 		}
@@ -193,24 +232,36 @@ func (p *commandProvider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*
 	}, nil
 }
 
-// spec is a resolved (known, secret-stripped) set of inputs.
-type spec struct {
-	command     string
-	dir         string
-	env         map[string]string
-	interpreter []string
-	stdin       string
-	logging     string
-	addPrevious bool
-	secret      bool
+// plain strips the secret/output wrappers of a value (not of its elements).
+func plain(v resource.PropertyValue) resource.PropertyValue {
+	for {
+		switch {
+		case v.IsSecret():
+			v = v.SecretValue().Element
+		case v.IsOutput() && v.OutputValue().Known:
+			v = v.OutputValue().Element
+		default:
+			return v
+		}
+	}
 }
 
-func plain(v resource.PropertyValue) resource.PropertyValue {
-	for v.IsSecret() {
-		v = v.SecretValue().Element
-	}
-	if v.IsOutput() {
-		v = v.OutputValue().Element
+// deepPlain strips secret/output wrappers at every level.
+func deepPlain(v resource.PropertyValue) resource.PropertyValue {
+	v = plain(v)
+	switch {
+	case v.IsObject():
+		m := resource.PropertyMap{}
+		for k, e := range v.ObjectValue() {
+			m[k] = deepPlain(e)
+		}
+		return resource.NewObjectProperty(m)
+	case v.IsArray():
+		a := make([]resource.PropertyValue, 0, len(v.ArrayValue()))
+		for _, e := range v.ArrayValue() {
+			a = append(a, deepPlain(e))
+		}
+		return resource.NewArrayProperty(a)
 	}
 	return v
 }
@@ -227,8 +278,22 @@ func str(m resource.PropertyMap, k resource.PropertyKey) string {
 	return ""
 }
 
+// spec is a resolved (known, secret-stripped) set of inputs.
+type spec struct {
+	which       string // "create", "update", "delete" or "command" (local.run)
+	command     string
+	dir         string
+	env         map[string]string
+	interpreter []string
+	stdin       string
+	logging     string
+	addPrevious bool
+	secret      bool
+}
+
 func resolve(m resource.PropertyMap, commandKey resource.PropertyKey) spec {
 	s := spec{
+		which:       string(commandKey),
 		command:     str(m, commandKey),
 		dir:         str(m, "dir"),
 		stdin:       str(m, "stdin"),
@@ -266,79 +331,45 @@ func resolve(m resource.PropertyMap, commandKey resource.PropertyKey) spec {
 	return s
 }
 
-// lineLogger forwards complete lines to the engine as status messages.
-type lineLogger struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	emit func(string)
+// resolveFor resolves the inputs of a resource of type typ: for remote.Command
+// the connection does not make the outputs secret (it never reaches the command).
+func resolveFor(typ string, m resource.PropertyMap, commandKey resource.PropertyKey) spec {
+	s := resolve(m, commandKey)
+	if typ == remoteCommand {
+		rest := resource.PropertyMap{}
+		for k, v := range m {
+			if k != "connection" {
+				rest[k] = v
+			}
+		}
+		s.secret = rest.ContainsSecrets()
+	}
+	return s
 }
 
-func (l *lineLogger) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Write(b)
-	for {
-		line, err := l.buf.ReadString('\n')
+// runFor runs a resolved command the way resource type typ does.
+func (p *commandProvider) runFor(ctx context.Context, typ, urn string, m resource.PropertyMap, s spec,
+	extraEnv map[string]string,
+) (string, string, error) {
+	if typ == remoteCommand {
+		conn, err := parseConnection(m["connection"])
 		if err != nil {
-			l.buf.Reset()
-			l.buf.WriteString(line)
-			return len(b), nil
+			return "", "", err
 		}
-		l.emit(strings.TrimRight(line, "\r\n"))
+		return p.runRemote(ctx, urn, conn, s, extraEnv)
 	}
+	return p.run(ctx, urn, s, extraEnv)
 }
 
-func (p *commandProvider) run(ctx context.Context, urn string, s spec, extraEnv map[string]string) (string, string, error) {
-	args := append(append([]string{}, s.interpreter[1:]...), s.command)
-	cmd := exec.CommandContext(ctx, s.interpreter[0], args...)
-	cmd.Dir = s.dir
-	env := os.Environ()
-	keys := make([]string, 0, len(s.env))
-	for k := range s.env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		env = append(env, k+"="+s.env[k])
-	}
-	for k, v := range extraEnv {
-		env = append(env, k+"="+v)
-	}
-	cmd.Env = env
-	if s.stdin != "" {
-		cmd.Stdin = strings.NewReader(s.stdin)
-	}
-	var stdout, stderr bytes.Buffer
-	logTo := func(stream string) io.Writer {
-		if p.host == nil || s.secret || s.logging == "none" ||
-			(s.logging == "stdout" && stream != "stdout") || (s.logging == "stderr" && stream != "stderr") {
-			return io.Discard
-		}
-		return &lineLogger{emit: func(line string) {
-			_ = p.host.LogStatus(ctx, diag.Info, resource.URN(urn), line)
-		}}
-	}
-	cmd.Stdout = io.MultiWriter(&stdout, logTo("stdout"))
-	cmd.Stderr = io.MultiWriter(&stderr, logTo("stderr"))
-	err := cmd.Run()
-	out := strings.TrimSuffix(stdout.String(), "\n")
-	errOut := strings.TrimSuffix(stderr.String(), "\n")
-	if err != nil {
-		msg := fmt.Sprintf("%v: running %q", err, s.command)
-		if !s.secret {
-			msg += fmt.Sprintf(":\n%s\n%s", out, errOut)
-		}
-		return out, errOut, fmt.Errorf("%s", msg)
-	}
-	return out, errOut, nil
-}
-
-func withOutputs(inputs resource.PropertyMap, stdout, stderr resource.PropertyValue, secret bool) resource.PropertyMap {
+func withOutputs(typ string, inputs resource.PropertyMap, stdout, stderr resource.PropertyValue, secret bool) resource.PropertyMap {
 	out := resource.PropertyMap{}
-	for _, k := range inputKeys {
+	for _, k := range inputKeys[typ] {
 		if v, ok := inputs[k]; ok {
 			out[k] = v
 		}
+	}
+	if c, ok := out["connection"]; ok && !c.IsNull() && !c.IsSecret() {
+		out["connection"] = resource.MakeSecret(c) // it holds the private key / password
 	}
 	if secret && !stdout.IsComputed() {
 		stdout = resource.MakeSecret(stdout)
@@ -356,24 +387,28 @@ func newID() string {
 }
 
 func (p *commandProvider) Create(ctx context.Context, req *pulumirpc.CreateRequest) (*pulumirpc.CreateResponse, error) {
+	typ := resourceType(req.Type, req.Urn)
+	if _, ok := inputKeys[typ]; !ok {
+		return nil, unsupported(typ)
+	}
 	news, err := unmarshal(req.Properties)
 	if err != nil {
 		return nil, err
 	}
 	if req.Preview {
 		unknown := resource.MakeComputed(resource.NewStringProperty(""))
-		props, err := marshal(withOutputs(news, unknown, unknown, false))
+		props, err := marshal(withOutputs(typ, news, unknown, unknown, false))
 		return &pulumirpc.CreateResponse{Properties: props}, err
 	}
-	s := resolve(news, "create")
+	s := resolveFor(typ, news, "create")
 	stdout, stderr := "", ""
 	if s.command != "" {
-		stdout, stderr, err = p.run(ctx, req.Urn, s, nil)
+		stdout, stderr, err = p.runFor(ctx, typ, req.Urn, news, s, nil)
 		if err != nil {
 			return nil, err
 		}
 	}
-	props, err := marshal(withOutputs(news, resource.NewStringProperty(stdout),
+	props, err := marshal(withOutputs(typ, news, resource.NewStringProperty(stdout),
 		resource.NewStringProperty(stderr), s.secret))
 	if err != nil {
 		return nil, err
@@ -392,6 +427,10 @@ func previousEnv(olds resource.PropertyMap, s spec) map[string]string {
 }
 
 func (p *commandProvider) Update(ctx context.Context, req *pulumirpc.UpdateRequest) (*pulumirpc.UpdateResponse, error) {
+	typ := resourceType(req.Type, req.Urn)
+	if _, ok := inputKeys[typ]; !ok {
+		return nil, unsupported(typ)
+	}
 	olds, err := unmarshal(req.Olds)
 	if err != nil {
 		return nil, err
@@ -402,22 +441,22 @@ func (p *commandProvider) Update(ctx context.Context, req *pulumirpc.UpdateReque
 	}
 	if req.Preview {
 		unknown := resource.MakeComputed(resource.NewStringProperty(""))
-		props, err := marshal(withOutputs(news, unknown, unknown, false))
+		props, err := marshal(withOutputs(typ, news, unknown, unknown, false))
 		return &pulumirpc.UpdateResponse{Properties: props}, err
 	}
 	key := resource.PropertyKey("update")
 	if str(news, key) == "" {
 		key = "create"
 	}
-	s := resolve(news, key)
+	s := resolveFor(typ, news, key)
 	stdout, stderr := str(olds, "stdout"), str(olds, "stderr")
 	if s.command != "" {
-		stdout, stderr, err = p.run(ctx, req.Urn, s, previousEnv(olds, s))
+		stdout, stderr, err = p.runFor(ctx, typ, req.Urn, news, s, previousEnv(olds, s))
 		if err != nil {
 			return nil, err
 		}
 	}
-	props, err := marshal(withOutputs(news, resource.NewStringProperty(stdout),
+	props, err := marshal(withOutputs(typ, news, resource.NewStringProperty(stdout),
 		resource.NewStringProperty(stderr), s.secret))
 	if err != nil {
 		return nil, err
@@ -426,13 +465,17 @@ func (p *commandProvider) Update(ctx context.Context, req *pulumirpc.UpdateReque
 }
 
 func (p *commandProvider) Delete(ctx context.Context, req *pulumirpc.DeleteRequest) (*pbempty.Empty, error) {
+	typ := resourceType(req.Type, req.Urn)
+	if _, ok := inputKeys[typ]; !ok {
+		return nil, unsupported(typ)
+	}
 	olds, err := unmarshal(req.Properties)
 	if err != nil {
 		return nil, err
 	}
-	s := resolve(olds, "delete")
+	s := resolveFor(typ, olds, "delete")
 	if s.command != "" {
-		if _, _, err := p.run(ctx, req.Urn, s, previousEnv(olds, s)); err != nil {
+		if _, _, err := p.runFor(ctx, typ, req.Urn, olds, s, previousEnv(olds, s)); err != nil {
 			return nil, err
 		}
 	}
@@ -477,51 +520,3 @@ func (p *commandProvider) Invoke(ctx context.Context, req *pulumirpc.InvokeReque
 	}
 	return &pulumirpc.InvokeResponse{Return: out}, nil
 }
-
-// A minimal package schema: enough for `pulumi package get-schema` and for the
-// engine to know the package name and version.
-var schemaJSON = `{
-  "name": "command",
-  "version": "` + Version + `",
-  "description": "Offline subset of the Pulumi Command provider (local.Command, local.run).",
-  "resources": {
-    "command:local:Command": {
-      "inputProperties": {
-        "create": {"type": "string"}, "update": {"type": "string"}, "delete": {"type": "string"},
-        "dir": {"type": "string"}, "stdin": {"type": "string"}, "logging": {"type": "string"},
-        "environment": {"type": "object", "additionalProperties": {"type": "string"}},
-        "interpreter": {"type": "array", "items": {"type": "string"}},
-        "triggers": {"type": "array", "items": {"$ref": "pulumi.json#/Any"}, "replaceOnChanges": true},
-        "addPreviousOutputInEnv": {"type": "boolean"}
-      },
-      "properties": {
-        "create": {"type": "string"}, "update": {"type": "string"}, "delete": {"type": "string"},
-        "dir": {"type": "string"}, "stdin": {"type": "string"}, "logging": {"type": "string"},
-        "environment": {"type": "object", "additionalProperties": {"type": "string"}},
-        "interpreter": {"type": "array", "items": {"type": "string"}},
-        "triggers": {"type": "array", "items": {"$ref": "pulumi.json#/Any"}},
-        "addPreviousOutputInEnv": {"type": "boolean"},
-        "stdout": {"type": "string"}, "stderr": {"type": "string"}
-      },
-      "required": ["stdout", "stderr"]
-    }
-  },
-  "functions": {
-    "command:local:run": {
-      "inputs": {
-        "properties": {
-          "command": {"type": "string"}, "dir": {"type": "string"}, "stdin": {"type": "string"},
-          "logging": {"type": "string"},
-          "environment": {"type": "object", "additionalProperties": {"type": "string"}},
-          "interpreter": {"type": "array", "items": {"type": "string"}},
-          "addPreviousOutputInEnv": {"type": "boolean"}
-        },
-        "required": ["command"]
-      },
-      "outputs": {
-        "properties": {"command": {"type": "string"}, "stdout": {"type": "string"}, "stderr": {"type": "string"}},
-        "required": ["command", "stdout", "stderr"]
-      }
-    }
-  }
-}`

@@ -1,0 +1,216 @@
+"""Deploys operators trust: a new app version under steady load sees no failed request and
+loses no task, then the previous version comes back the same way (rollback by pinning the
+image tag, no rebuild). Also: two deploys of one stack cannot run at once (state lock)."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.stack import LocalStack, docker, remove_leftovers, stack_resources
+from tests.e2e.test_local_deploy import _api_key, _require_toolchain, _wait_ready, _wait_task
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+NAME = "e2e-zdt"
+HTTP, HTTPS, PROM = 48080, 48443, 49090
+
+
+class SteadyLoad:
+    """Bounded background load through the entry: GET /health and GET a task, ~20 req/s."""
+
+    def __init__(self, base: str, headers: dict[str, str], task_id: str, max_seconds: float = 600) -> None:
+        self.base, self.headers, self.task_id, self.max_seconds = base, headers, task_id, max_seconds
+        self.results: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SteadyLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        with httpx.Client(base_url=self.base, verify=False, timeout=10) as client:
+            i = 0
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                path = "/health" if i % 2 else f"/api/v1/tasks/{self.task_id}"
+                try:
+                    status = client.get(path, headers=self.headers).status_code
+                    self.results[str(status)] += 1
+                    if status not in (200, 429):  # 429: the account's own rate limit, not an outage
+                        self.failures.append(f"{path} -> {status}")
+                except httpx.HTTPError as exc:
+                    self.results["error"] += 1
+                    self.failures.append(f"{path} -> {type(exc).__name__}: {exc}")
+                i += 1
+                time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    _require_toolchain()
+    remove_leftovers(NAME)
+    s = LocalStack.create(
+        NAME,
+        tmp_path_factory.mktemp(NAME),
+        {
+            "selextract:phase": 0,
+            "selextract:local": {"httpPort": HTTP, "httpsPort": HTTPS, "monitoringPort": PROM},
+            "selextract:api": {"servers": 2, "containersPerServer": 2, "uvicornWorkers": 1},
+            "selextract:workers": {
+                "servers": 1,
+                "containersPerServer": 1,
+                "concurrency": 2,
+                "cpus": 1,
+                "memoryMb": 768,
+            },
+            "selextract:scraper": {"allowedNetworks": ["172.16.0.0/12", "192.168.0.0/16", "10.0.0.0/8"]},
+        },
+    )
+    try:
+        s.up()
+        docker(
+            "run",
+            "-d",
+            "--name",
+            f"{NAME}-testsite",
+            "--network",
+            f"{NAME}-net",
+            "--label",
+            f"selextract.stack={NAME}",
+            "selextract/testsite:1",
+        )
+        yield s
+    finally:
+        docker("rm", "-f", f"{NAME}-testsite", check=False)
+        s.destroy()
+        left = stack_resources(NAME)
+        remove_leftovers(NAME)
+        assert left == {"containers": [], "networks": [], "volumes": []}
+
+
+def _deploy_under_load(stack: LocalStack, config: tuple[str, str]) -> tuple[SteadyLoad, dict]:
+    client = httpx.Client(base_url=f"https://127.0.0.1:{HTTPS}", verify=False, timeout=30)
+    _wait_ready(client)
+    headers = {"Authorization": f"Bearer {_api_key(stack, 'zdt@example.com')}"}
+    site = f"http://{NAME}-testsite:8080"
+    first = client.post(
+        "/api/v1/tasks", headers=headers, json={"urls": [f"{site}/products.html"], "extract": {"t": "h1::text"}}
+    ).json()
+    slow = client.post(
+        "/api/v1/tasks",
+        headers=headers,
+        json={"urls": [f"{site}/slow?ms=4000", f"{site}/table.html"], "extract": {"t": "title::text"}},
+    )
+    assert slow.status_code == 201, slow.text
+    stack.pulumi("config", "set", "--stack", NAME, *config)
+    with SteadyLoad(f"https://127.0.0.1:{HTTPS}", headers, first["id"]) as load:
+        time.sleep(2)
+        stack.up()
+        time.sleep(3)
+    # every task accepted before and during the deploy completes
+    for task_id in (first["id"], slow.json()["id"]):
+        assert _wait_task(client, headers, task_id)["state"] == "completed"
+    outputs = stack.outputs()
+    client.close()
+    return load, outputs
+
+
+def test_new_version_under_load_has_no_failed_request(stack: LocalStack) -> None:
+    before = stack.outputs()["version"]["tag"]
+    load, outputs = _deploy_under_load(stack, ("selextract:release", "r2"))
+    assert sum(load.results.values()) > 100, load.results
+    assert load.failures == [], f"{len(load.failures)} failed of {sum(load.results.values())}: {load.failures[:5]}"
+    assert outputs["version"]["tag"] == f"{before}-r2"
+    running = docker(
+        "ps",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        f"label=selextract.stack={NAME}",
+        "--filter",
+        "label=selextract.role=api",
+    ).stdout.split()
+    assert running and all(f"-{before}-r2-g" in n for n in running), running
+
+
+def test_rollback_to_previous_version_under_load(stack: LocalStack) -> None:
+    current = stack.outputs()["version"]["tag"]
+    previous = current.removesuffix("-r2")
+    load, outputs = _deploy_under_load(stack, ("selextract:imageTag", previous))
+    assert load.failures == [], load.failures[:5]
+    assert outputs["version"] == {"tag": previous, "commit": "pinned"}
+
+
+def test_second_concurrent_deploy_is_refused_by_the_state_lock(stack: LocalStack) -> None:
+    stack.pulumi("config", "set", "--stack", NAME, "selextract:release", "r3")
+    first = subprocess.Popen(
+        [str(stack.env["PATH"].split(":")[0] + "/pulumi"), "up", "--yes", "--stack", NAME, "--non-interactive"],
+        cwd=stack.workdir,
+        env=stack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        time.sleep(4)  # the first update holds the lock while it builds and replaces containers
+        second = stack.pulumi("up", "--yes", "--stack", NAME, check=False)
+        assert second.returncode != 0
+        assert "locked" in (second.stdout + second.stderr).lower()
+    finally:
+        out, _ = first.communicate(timeout=900)
+    assert first.returncode == 0, out[-3000:]
+
+
+def _env_of(container_filter: str, key: str) -> str:
+    cid = docker("ps", "-q", "--filter", f"label=selextract.stack={NAME}", "--filter", container_filter).stdout.split()[
+        0
+    ]
+    env = docker("inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", cid).stdout
+    return next(line.split("=", 1)[1] for line in env.splitlines() if line.startswith(f"{key}="))
+
+
+def _psql_ok(password: str) -> bool:
+    probe = docker(
+        "exec",
+        "-e",
+        f"PGPASSWORD={password}",
+        f"{NAME}-app-01-postgres-1",
+        "psql",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "selextract",
+        "-d",
+        "selextract",
+        "-tAc",
+        "select 1",
+        check=False,
+    )
+    return probe.returncode == 0 and probe.stdout.strip() == "1"
+
+
+def test_postgres_password_rotation_under_load(stack: LocalStack) -> None:
+    def current_password() -> str:
+        url = _env_of("label=selextract.role=api", "DATABASE_URL")
+        return url.split("://selextract:", 1)[1].split("@", 1)[0]
+
+    old = current_password()
+    assert _psql_ok(old)
+    load, _ = _deploy_under_load(stack, ("rotation:postgresPassword", "1"))
+    new = current_password()
+    assert new != old and len(new) == 32
+    assert load.failures == [], load.failures[:5]
+    assert _psql_ok(new), "the app's new password works"
+    assert not _psql_ok(old), "the old password stopped working"
