@@ -437,7 +437,8 @@ def load_settings(
     if secrets:
         raw["secrets"] = secrets
     if rotation:
-        raw["rotation"] = rotation
+        # `pulumi config set rotation:<name> N` and `selextract:rotation.<name>` both count
+        raw["rotation"] = {**(raw.get("rotation") or {}), **rotation}
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:

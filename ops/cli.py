@@ -1038,3 +1038,76 @@ def dashboard(
 
 if __name__ == "__main__":
     app()
+
+
+secrets_app = typer.Typer(help="Stack secrets.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
+
+
+def _release_context(ctx: typer.Context) -> tuple[Any, Any]:
+    from ops.release import AuditLog
+    from ops.stack import state_dir
+
+    c = ctx_obj(ctx)
+    return make_deployer(c.stack), AuditLog.for_stack(state_dir(), c.stack)
+
+
+def _report_release(action: str, outputs: dict[str, Any], fmt: Format) -> None:
+    version = outputs.get("version") or {}
+    if fmt == Format.json:
+        emit_json({"action": action, "version": version})
+        return
+    out.print(f"{action}: running version {version.get('tag')} (commit {version.get('commit')})")
+
+
+@app.command("deploy")
+@handled
+def deploy_cmd(ctx: typer.Context, fmt: Format = FormatOption) -> None:
+    """Deploy the working tree with zero downtime; recorded in the stack's audit log."""
+    from ops.release import deploy
+
+    deployer, audit = _release_context(ctx)
+    _report_release("deploy", deploy(deployer, audit, _progress(fmt)), fmt)
+
+
+@app.command("rollback")
+@handled
+def rollback_cmd(
+    ctx: typer.Context,
+    to: str | None = typer.Option(None, "--to", help="version (image tag) to run; default: the previous one"),
+    fmt: Format = FormatOption,
+) -> None:
+    """Return to the previous successful version (from the audit log) without rebuilding."""
+    from ops.release import rollback
+
+    deployer, audit = _release_context(ctx)
+    _report_release("rollback", rollback(deployer, audit, _progress(fmt), to=to), fmt)
+
+
+@app.command("audit")
+@handled
+def audit_cmd(ctx: typer.Context, fmt: Format = FormatOption) -> None:
+    """Who deployed what version when (the stack's audit log)."""
+    _, audit = _release_context(ctx)
+    entries = audit.entries()
+    if fmt == Format.json:
+        emit_json([asdict(e) for e in entries])
+        return
+    for e in entries:
+        out.print(
+            f"{e.time}  {e.user:<24} {e.action:<8} {e.version or '-':<24} {e.result:<9} {e.seconds:>6.1f}s {e.detail}"
+        )
+
+
+@secrets_app.command("rotate")
+@handled
+def secrets_rotate(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="postgresPassword, redisPassword, …"),
+    fmt: Format = FormatOption,
+) -> None:
+    """New value for a generated secret (bumps its rotation keeper) and `pulumi up`."""
+    from ops.release import rotate_secret
+
+    deployer, audit = _release_context(ctx)
+    _report_release(f"rotate {name}", rotate_secret(deployer, audit, name, _progress(fmt)), fmt)

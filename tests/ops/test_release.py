@@ -1,0 +1,84 @@
+"""Deploy / rollback / rotate logic and the audit trail. The deployer here stands in for
+Pulumi only (config + up); the real zero-downtime path, the pin and the lock are
+exercised against real deploys in tests/e2e/test_zero_downtime.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.config import load_settings
+from ops.access import OpsError
+from ops.release import AuditLog, deploy, rollback, rotate_secret
+
+
+class StandInDeployer:
+    """Pulumi's role: holds stack config; `up` runs the pinned tag or builds the tree."""
+
+    def __init__(self, stack: str = "t", tree_version: str = "v1") -> None:
+        self.stack, self.tree_version, self.config, self.ups = stack, tree_version, {}, 0
+        self.fail_next = False
+        self._outputs: dict[str, Any] = {}
+
+    def get_config(self, key: str) -> Any:
+        return self.config.get(key)
+
+    def set_config(self, key: str, value: Any) -> None:
+        self.config[key] = value
+
+    def remove_config(self, key: str) -> None:
+        self.config.pop(key, None)
+
+    def up(self, progress: Any) -> dict[str, Any]:
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("pulumi up failed")
+        self.ups += 1
+        tag = self.config.get("imageTag") or self.tree_version
+        self._outputs = {"version": {"tag": tag, "commit": "pinned" if "imageTag" in self.config else "c0ffee"}}
+        return self._outputs
+
+    def outputs(self) -> dict[str, Any]:
+        return self._outputs
+
+
+def test_rollback_goes_to_the_previous_successful_version(tmp_path: Path) -> None:
+    audit, d = AuditLog(tmp_path / "audit.jsonl"), StandInDeployer()
+    deploy(d, audit, print)
+    d.tree_version = "v2"
+    deploy(d, audit, print)
+    d.tree_version = "v3"
+    d.fail_next = True
+    with pytest.raises(RuntimeError):
+        deploy(d, audit, print)  # a failed deploy is logged but never a rollback target
+    assert [(e.action, e.version, e.result) for e in audit.entries()] == [
+        ("deploy", "v1", "succeeded"), ("deploy", "v2", "succeeded"), ("deploy", None, "failed")]
+    out = rollback(d, audit, print)
+    assert out["version"] == {"tag": "v1", "commit": "pinned"} and d.config["imageTag"] == "v1"
+    assert audit.entries()[-1].detail == "from v2 to v1"
+    # deploying again drops the pin and runs the tree
+    assert deploy(d, audit, print)["version"]["tag"] == "v3" and "imageTag" not in d.config
+
+
+def test_rollback_to_a_named_version_and_refusals(tmp_path: Path) -> None:
+    audit, d = AuditLog(tmp_path / "audit.jsonl"), StandInDeployer()
+    with pytest.raises(OpsError, match="no earlier successful deploy"):
+        rollback(d, audit, print)
+    deploy(d, audit, print)
+    with pytest.raises(OpsError, match="already running"):
+        rollback(d, audit, print, to="v1")
+    assert rollback(d, audit, print, to="v0")["version"]["tag"] == "v0"
+
+
+def test_rotate_bumps_the_keeper_the_program_reads(tmp_path: Path) -> None:
+    audit, d = AuditLog(tmp_path / "audit.jsonl"), StandInDeployer()
+    rotate_secret(d, audit, "postgresPassword", print)
+    rotate_secret(d, audit, "postgresPassword", print)
+    assert d.config == {"rotation.postgresPassword": 2}
+    settings = load_settings({"selextract:target": "local", "selextract:rotation": {"postgresPassword": 2}}, stack="t")
+    assert settings.rotation == {"postgresPassword": 2}
+    with pytest.raises(OpsError, match="unknown secret 'hcloudToken'"):
+        rotate_secret(d, audit, "hcloudToken", print)
+    assert [e.action for e in audit.entries()] == ["rotate", "rotate"]
