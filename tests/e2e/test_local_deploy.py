@@ -225,6 +225,17 @@ def test_phase_layout_is_running(deployed: dict) -> None:
         assert any(n.endswith("-lb-01-lb-1") for n in running)
     outputs = stack.outputs()
     assert outputs["phase"] == phase
+    # Prometheus (published on 127.0.0.1 only) scrapes every target the plan generated
+    prom = f"http://127.0.0.1:{PORTS[phase][2]}"
+    deadline = time.monotonic() + 90
+    while True:
+        targets = httpx.get(f"{prom}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        down = [(t["labels"]["job"], t["scrapeUrl"], t["lastError"]) for t in targets if t["health"] != "up"]
+        if not down or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert {t["labels"]["job"] for t in targets} >= {"api", "node", "postgres", "redis", "prometheus"}
+    assert down == [], down
     assert outputs["storageBackend"] == ("minio" if phase >= 2 else "local")
 
 
