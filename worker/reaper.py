@@ -11,31 +11,95 @@ Run it with ``python -m worker.reaper`` or let each worker run it every REAPER_I
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import uuid
 from datetime import timedelta
+from typing import Any
 
 import redis
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, func, or_, select, update
 
 from common.config import Settings, get_settings
 from common.db import session_scope
 from common.models import Task, TaskState
 from common.queue import enqueue_scrape, enqueue_webhook
+from common.redis_client import connect
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
 
 
 # A queued task whose message is older than this gets another one, in case it was lost
-# (a backlog only means the duplicate finds the task done and is dropped).
+# (a backlog only means the duplicate finds the task done and is dropped). Sooner than that,
+# a queued task is resent only when the broker holds no message for it (see _broker_task_ids).
 QUEUED_RESEND = timedelta(minutes=15)
+# Above this many messages the broker is not scanned; the 15-minute rule still applies.
+BROKER_SCAN_LIMIT = 20_000
+# kombu's Redis transport: priority sub-queues are "<queue>\x06\x16<n>"; messages a worker
+# has taken but not acknowledged live in this hash until acked or restored.
+_PRIORITY_SEP = "\x06\x16"
+_UNACKED = "unacked"
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _broker_task_ids(client: redis.Redis, queue: str) -> set[str] | None:
+    """Task ids named by any message waiting in the queue or held unacked by a worker.
+
+    The API sends our task id as the message's only argument, which kombu also puts in
+    plain text in the ``argsrepr`` header, so a regex over the raw messages finds it
+    without decoding bodies. None when the broker is too full to scan cheaply."""
+    queues = [queue, *(f"{queue}{_PRIORITY_SEP}{n}" for n in range(1, 10))]
+    pipe = client.pipeline()
+    for key in queues:
+        pipe.llen(key)
+    pipe.hlen(_UNACKED)
+    if sum(pipe.execute()) > BROKER_SCAN_LIMIT:
+        return None
+    pipe = client.pipeline()
+    for key in queues:
+        pipe.lrange(key, 0, -1)
+    pipe.hvals(_UNACKED)
+    found: set[str] = set()
+    for messages in pipe.execute():
+        for raw in messages:
+            found.update(m.decode() for m in _UUID.findall(raw))
+    return found
+
+
+def _lost_queued(settings: Settings, cutoff: Any) -> list[uuid.UUID]:
+    """Queued, never-claimed tasks past the grace whose message the broker no longer holds:
+    a worker killed between taking the message and claiming the task leaves exactly this,
+    and Celery would only restore it after the visibility timeout (if at all)."""
+    with session_scope(settings) as session:
+        waiting = session.scalars(
+            select(Task.id).where(
+                Task.state == TaskState.queued,
+                Task.lease_expires_at.is_(None),
+                Task.enqueued_at < cutoff,
+            )
+        ).all()
+    if not waiting:
+        return []
+    client = connect(settings.broker_url)
+    try:
+        present = _broker_task_ids(client, settings.celery_queue)
+    finally:
+        client.close()
+    if present is None:
+        return []
+    return [task_id for task_id in waiting if str(task_id) not in present]
 
 
 def reap(settings: Settings) -> dict[str, int]:
     grace = timedelta(seconds=max(settings.task_lease_seconds, 5))
     cutoff = func.now() - grace
     active = Task.state.in_([TaskState.queued, TaskState.running])
+    lost = _lost_queued(settings, cutoff)
     stale = or_(
+        # its message is in neither the queue nor a worker's hands (re-checked state: a
+        # worker that claimed it since the scan set a lease)
+        and_(Task.id.in_(lost), Task.state == TaskState.queued, Task.lease_expires_at.is_(None)),
         # never (successfully) sent
         and_(Task.state == TaskState.queued, Task.enqueued_at.is_(None), Task.created_at < cutoff),
         # sent long ago and never picked up
@@ -66,7 +130,7 @@ def reap(settings: Settings) -> dict[str, int]:
 
 
 def _loop(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+    client = connect(settings.redis_url.get_secret_value())
     while not _stop.wait(settings.reaper_interval):
         try:
             # one sweep per interval across all workers
