@@ -74,15 +74,22 @@ class LocalStorage(Storage):
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # write-then-rename: readers never see a half-written result
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # write-then-rename: readers never see a half-written result
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        except OSError as exc:
+            raise StorageError(f"local storage {self.root}: cannot write {key}: {exc.strerror or exc}") from exc
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+                fh.flush()
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                # a full or read-only disk is a storage condition the task retries, as with S3
+                raise StorageError(f"local storage {self.root}: cannot write {key}: {exc.strerror or exc}") from exc
             raise
 
     def iter_chunks(self, key: str) -> Iterator[bytes]:

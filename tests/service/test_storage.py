@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import uuid
 from pathlib import Path
 
@@ -51,3 +53,33 @@ def test_s3_check_names_the_missing_bucket(service_env: dict[str, str]) -> None:
 def test_local_check_wants_a_writable_directory(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="not a writable directory"):
         LocalStorage(tmp_path / "nope").check()
+
+
+def test_local_put_on_a_full_disk_is_a_storage_error_and_keeps_the_old_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC is retryable like any backend outage; the write-then-rename leaves the previous
+    version whole and no temp file behind (the fault suite fills a real tmpfs)."""
+    storage = LocalStorage(tmp_path)
+    storage.put("tasks/t/result.json", b"v1")
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, fd: int, mode: str) -> None:
+            self.fh = real_fdopen(fd, mode)
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("common.storage.os.fdopen", FullDisk)
+    with pytest.raises(StorageError, match="No space left on device"):
+        storage.put("tasks/t/result.json", b"v2")
+    monkeypatch.undo()
+    assert b"".join(storage.iter_chunks("tasks/t/result.json")) == b"v1"
+    assert sorted(p.name for p in (tmp_path / "tasks" / "t").iterdir()) == ["result.json"]
