@@ -21,6 +21,7 @@ from app.core.redis import get_redis
 from app.crud.tasks import TaskRejected
 from app.web import auth, console
 from common.config import get_settings
+from common.storage import StorageError
 
 DESCRIPTION = """
 Scrape many URLs per task with CSS or XPath rules and download clean JSON or CSV.
@@ -79,9 +80,14 @@ def create_app() -> FastAPI:
     async def _backend_down(_request: Request, exc: Exception) -> JSONResponse:
         # A backing service restarting (or a credential being rotated) is temporary: say so
         # with 503 + Retry-After rather than a 500, and name the part without its details.
-        part = "database" if isinstance(exc, sqlalchemy.exc.DBAPIError) else "redis"
+        return _unavailable("database" if isinstance(exc, sqlalchemy.exc.DBAPIError) else "redis")
+
+    @app.exception_handler(StorageError)
+    async def _storage_down(_request: Request, exc: StorageError) -> JSONResponse:
+        # results are read before a download starts (common/results.py), so this is still
+        # a clean status line rather than a body broken off after a 200
         return JSONResponse(
-            {"detail": f"the {part} is temporarily unavailable; retry shortly"},
+            {"detail": "the object store is temporarily unavailable; retry shortly"},
             status_code=503,
             headers={"Retry-After": "5"},
         )
@@ -92,6 +98,14 @@ def create_app() -> FastAPI:
     app.include_router(console.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static")
     return app
+
+
+def _unavailable(part: str) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"the {part} is temporarily unavailable; retry shortly"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -42,7 +42,14 @@ def page_record(storage: Storage, task: Task, url: TaskUrl) -> dict[str, Any]:
     return record
 
 
-def iter_json(storage: Storage, task: Task, urls: list[TaskUrl]) -> Iterator[bytes]:
+def page_records(storage: Storage, task: Task, urls: list[TaskUrl]) -> list[dict[str, Any]]:
+    """Every URL's record, read before a download starts: a StorageError then becomes a
+    clean 503 instead of a 200 whose body breaks off after the headers went out. A task
+    holds at most the API's 100 URLs, so this stays small."""
+    return [page_record(storage, task, url) for url in urls]
+
+
+def iter_json(task: Task, records: list[dict[str, Any]]) -> Iterator[bytes]:
     head = {
         "task_id": str(task.id),
         "state": task.state.value,
@@ -50,17 +57,28 @@ def iter_json(storage: Storage, task: Task, urls: list[TaskUrl]) -> Iterator[byt
         "finished_at": task.finished_at.isoformat() if task.finished_at else None,
     }
     yield json.dumps(head, ensure_ascii=False)[:-1].encode() + b', "results": ['
-    for index, url in enumerate(urls):
+    for index, record in enumerate(records):
         prefix = b"," if index else b""
-        yield prefix + json.dumps(page_record(storage, task, url), ensure_ascii=False).encode()
+        yield prefix + json.dumps(record, ensure_ascii=False).encode()
     yield b"]}"
 
 
-def iter_csv(storage: Storage, task: Task, urls: list[TaskUrl]) -> Iterator[bytes]:
+def iter_csv(task: Task, records: list[dict[str, Any]]) -> Iterator[bytes]:
     rules = ExtractionRules.model_validate(task.rules)
     yield ("\ufeff" + csv_text([csv_columns(rules)])).encode()  # BOM: spreadsheets detect UTF-8
-    for url in urls:
-        yield csv_text(csv_rows(page_record(storage, task, url), rules)).encode()
+    for record in records:
+        yield csv_text(csv_rows(record, rules)).encode()
+
+
+def download_parts(
+    storage: Storage, task: Task, urls: list[TaskUrl], fmt: str
+) -> tuple[Iterator[bytes], str, dict[str, str]]:
+    """Body, media type and headers of a results download (API and console alike)."""
+    records = page_records(storage, task, urls)
+    headers = {"Content-Disposition": f'attachment; filename="selextract-{task.id}.{fmt}"'}
+    if fmt == "csv":
+        return iter_csv(task, records), "text/csv; charset=utf-8", headers
+    return iter_json(task, records), "application/json", headers
 
 
 def task_links(base_url: str, task_id: uuid.UUID | str) -> dict[str, str]:

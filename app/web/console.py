@@ -24,7 +24,7 @@ from app.web.templating import render
 from common.config import get_settings
 from common.extraction import ExtractionRules, csv_columns, csv_rows
 from common.models import User
-from common.results import iter_csv, iter_json, page_record
+from common.results import download_parts, page_record
 from common.storage import get_storage
 
 router = APIRouter(include_in_schema=False)
@@ -203,13 +203,8 @@ def download(task_id: uuid.UUID, fmt: str, session: SessionDep, user: ConsoleUse
     task = crud.get_for_user(session, user, task_id, with_urls=True)
     if task is None or fmt not in ("json", "csv"):
         raise HTTPException(404, "no such result")
-    urls = list(task.urls)
-    headers = {"Content-Disposition": f'attachment; filename="selextract-{task.id}.{fmt}"'}
-    if fmt == "csv":
-        return StreamingResponse(
-            iter_csv(get_storage(), task, urls), media_type="text/csv; charset=utf-8", headers=headers
-        )
-    return StreamingResponse(iter_json(get_storage(), task, urls), media_type="application/json", headers=headers)
+    body, media_type, headers = download_parts(get_storage(), task, list(task.urls), fmt)
+    return StreamingResponse(body, media_type=media_type, headers=headers)
 
 
 @router.get("/console/keys")

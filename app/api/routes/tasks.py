@@ -14,7 +14,7 @@ from app.crud import tasks as crud
 from app.schemas.common import error_responses
 from app.schemas.tasks import TaskCreate, TaskDetail, TaskOut, TaskPage
 from common.models import TaskState, UrlState
-from common.results import iter_csv, iter_json
+from common.results import download_parts
 from common.storage import get_storage
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -164,10 +164,5 @@ def task_results(
     """Download extracted data as JSON or CSV. CSV gets one row per item of the single
     list field, if there is exactly one, else one row per URL."""
     task = _task_or_404(session, user, task_id, with_urls=True)
-    urls = list(task.urls)
-    storage = get_storage()
-    filename = f"selextract-{task.id}.{format}"
-    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
-    if format == "csv":
-        return StreamingResponse(iter_csv(storage, task, urls), media_type="text/csv; charset=utf-8", headers=headers)
-    return StreamingResponse(iter_json(storage, task, urls), media_type="application/json", headers=headers)
+    body, media_type, headers = download_parts(get_storage(), task, list(task.urls), format)
+    return StreamingResponse(body, media_type=media_type, headers=headers)
