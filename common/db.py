@@ -27,6 +27,9 @@ def get_engine(settings: Settings | None = None) -> Engine:
                 pool_size=settings.database_pool_size,
                 max_overflow=settings.database_pool_size * 2,
                 pool_pre_ping=True,
+                # a stopped database fails fast (503 / task retry) rather than hanging
+                pool_timeout=10,
+                connect_args={"connect_timeout": 5},
             )
             _engines[url] = engine
         return engine

@@ -11,6 +11,7 @@ from celery import Task as CeleryTask
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from common.config import get_settings
+from common.redis_client import connect
 from common.storage import get_storage
 from worker.celery_app import app
 from worker.fetch import Fetcher
@@ -28,7 +29,7 @@ def get_fetcher() -> Fetcher:
     with _lock:
         if _fetcher is None:
             settings = get_settings()
-            _fetcher = Fetcher(settings, redis.Redis.from_url(settings.redis_url.get_secret_value()))
+            _fetcher = Fetcher(settings, connect(settings.redis_url.get_secret_value()))
         return _fetcher
 
 

@@ -7,13 +7,9 @@ from functools import lru_cache
 import redis
 
 from common.config import get_settings
+from common.redis_client import connect
 
 
 @lru_cache
 def get_redis() -> redis.Redis:
-    return redis.Redis.from_url(
-        get_settings().redis_url.get_secret_value(),
-        socket_timeout=2,
-        socket_connect_timeout=2,
-        health_check_interval=30,
-    )
+    return connect(get_settings().redis_url.get_secret_value(), timeout=2)
