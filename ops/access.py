@@ -377,7 +377,8 @@ class Redis:
 
     def restore_rdb(self, path: Path, *, flush: bool = True) -> int:
         """Replace the data with that of an RDB file: load it into a scratch redis-server
-        here, then DUMP/RESTORE every key into the target (`redis-cli --pipe`)."""
+        here, then DUMP/RESTORE every live key into the target (`redis-cli --pipe`).
+        Returns how many keys without a TTL were restored (those with one may expire)."""
         with scratch_redis(path) as scratch:
             payload, count = _restore_commands(scratch, flush=flush)
         out = run(
@@ -412,7 +413,7 @@ def _restore_commands(scratch: Any, *, flush: bool) -> tuple[bytes, int]:
             if dumped is None or ttl == -2:
                 continue
             chunks.append(_resp("RESTORE", key, max(ttl, 0), dumped, "REPLACE"))
-            count += 1
+            count += ttl == -1
         client.close()
     chunks.append(_resp("SELECT", 0))
     return b"".join(chunks), count

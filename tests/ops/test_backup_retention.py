@@ -102,3 +102,23 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
     data = json.loads((store.path(bid) / "manifest.json").read_text())
     assert data["format"] == 1 and data["components"]["database"]["bytes"] == 1
     assert Manifest.from_dict(data) == store.load(bid)
+
+
+def test_a_failed_upload_leaves_the_local_manifest_without_a_remote_copy(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from ops.backup import upload_backup
+
+    store = BackupStore(tmp_path, "phase4")
+    manifest = Manifest("20250630T020000Z", "phase4", 4, NOW.isoformat(), "full", {})
+    directory = store.path(manifest.id)
+    directory.mkdir(parents=True)
+
+    def unreachable(*_: object) -> None:
+        raise OpsError("object storage put-tar: connection refused")
+
+    target = SimpleNamespace(results=SimpleNamespace(put_tree=unreachable))
+    with pytest.raises(OpsError, match="connection refused"):
+        upload_backup(target, store, manifest)  # type: ignore[arg-type]
+    assert manifest.remote is None
+    assert store.load(manifest.id).remote is None
