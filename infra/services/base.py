@@ -13,7 +13,7 @@ import pulumi_random as random
 
 from infra.hosts.base import Host
 from infra.secrets import StackSecrets
-from infra.specs.base import SECRET_MARK, ContainerSpec
+from infra.specs.base import SECRET_MARK, ContainerSpec, secret_names
 from infra.specs.context import BUILD_APP, BUILD_WORKER
 
 
@@ -113,6 +113,17 @@ class Service(pulumi.ComponentResource):
             return args.images[host.engine][spec.image.removeprefix("build:")]
         return spec.image
 
+    @staticmethod
+    def _command(spec: ContainerSpec, secrets: StackSecrets) -> pulumi.Input[list[str]] | None:
+        """The command, secret as a whole when any argument is: the docker provider keeps
+        list elements of its state in plain text even when they came in as secrets."""
+        if not spec.command:
+            return None
+        parts = [resolve(c, secrets) for c in spec.command]
+        if any(secret_names(c) for c in spec.command):
+            return pulumi.Output.secret(pulumi.Output.all(*parts))
+        return parts
+
     def _container(
         self, spec: ContainerSpec, host: Host, args: ServiceArgs, deps: list[pulumi.Resource]
     ) -> docker.Container:
@@ -123,7 +134,7 @@ class Service(pulumi.ComponentResource):
             spec.logical_name,
             name=self._docker_name(spec, envs),
             image=self._image(spec, host, args),
-            command=[resolve(c, secrets) for c in spec.command] or None,
+            command=self._command(spec, secrets),
             entrypoints=list(spec.entrypoint) or None,
             envs=envs or None,
             ports=[docker.ContainerPortArgs(internal=p.internal, external=p.external, ip=p.ip) for p in spec.ports]

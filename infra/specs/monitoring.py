@@ -126,6 +126,9 @@ def _exporter(ctx: SpecContext, name: str, host: str, image: str, kind: str, **k
         role=Role.MONITORING,
         image=image,
         ports=ctx.internal_port(h, EXPORTER_PORTS[kind]),
+        # exporters only read: nothing in the container needs to be writable but /tmp
+        read_only=True,
+        tmpfs=("/tmp",),
         **kw,  # type: ignore[arg-type]
     )
 

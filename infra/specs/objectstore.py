@@ -13,6 +13,10 @@ from infra.specs.context import SpecContext
 from infra.topology import PORTS, Role
 
 S3_CONFIG_PATH = "/etc/seaweedfs/s3.json"
+# Per server: each bucket grows a handful of volumes (6 per replica set with replication
+# 001); 32 slots of 256 MB leave room for every bucket plus the filer's log on 4 nodes.
+SEAWEED_VOLUME_SLOTS = 32
+SEAWEED_VOLUME_MB = 256
 
 
 def _seaweed_s3_config(access_key: str) -> str:
@@ -76,7 +80,11 @@ def objectstore_specs(ctx: SpecContext) -> list[ContainerSpec]:
                     "-master.port=9333",
                     f"-master.defaultReplication={replication}",
                     "-volume.port=8080",
-                    "-volume.max=0",
+                    # Explicit slots: `max=0` sizes them as free disk / 30 GB, which on a shared
+                    # local disk is one slot per server, and the first collection to write (or
+                    # the filer's own log) takes them all, leaving other buckets unwritable.
+                    f"-volume.max={SEAWEED_VOLUME_SLOTS}",
+                    f"-master.volumeSizeLimitMB={SEAWEED_VOLUME_MB}",
                     "-filer",
                     "-filer.port=8888",
                     "-s3",
@@ -90,7 +98,7 @@ def objectstore_specs(ctx: SpecContext) -> list[ContainerSpec]:
                     "-ip.bind=0.0.0.0",
                     f"-ip={name}",
                     "-port=8080",
-                    "-max=0",
+                    f"-max={SEAWEED_VOLUME_SLOTS}",
                     f"-master={names[0]}:9333",
                 )
             spec = ContainerSpec(

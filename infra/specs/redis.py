@@ -6,6 +6,15 @@ from infra.specs.base import ContainerSpec, Healthcheck, Mount, secret
 from infra.specs.context import SpecContext
 from infra.topology import PORTS, Role
 
+_REDIS_START = """exec redis-server - <<EOF
+requirepass "$REDIS_PASSWORD"
+appendonly yes
+save "900 1 300 10 60 10000"
+maxmemory {maxmemory}
+maxmemory-policy noeviction
+EOF
+"""
+
 
 def redis_specs(ctx: SpecContext) -> list[ContainerSpec]:
     specs = []
@@ -18,24 +27,12 @@ def redis_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 host=host.name,
                 role=Role.REDIS,
                 image=ctx.settings.images.redis,
-                command=(
-                    "redis-server",
-                    "--requirepass",
-                    secret("redisPassword"),
-                    "--appendonly",
-                    "yes",
-                    "--save",
-                    "900 1 300 10 60 10000",
-                    "--maxmemory",
-                    maxmemory,
-                    "--maxmemory-policy",
-                    "noeviction",
-                ),
+                # The password reaches redis-server as config on stdin, from the secret env:
+                # on the command line it would show in the Pulumi state, `docker inspect` and ps.
+                command=("sh", "-c", _REDIS_START.format(maxmemory=maxmemory)),
                 ports=ctx.internal_port(host, PORTS[Role.REDIS]),
                 mounts=(Mount(ctx.data_volume(host.name, Role.REDIS), "/data"),),
-                healthcheck=Healthcheck(
-                    ("CMD-SHELL", 'redis-cli -a "$REDIS_PASSWORD" --no-auth-warning ping | grep PONG')
-                ),
+                healthcheck=Healthcheck(("CMD-SHELL", 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli ping | grep PONG')),
                 env={"REDIS_PASSWORD": secret("redisPassword")},
                 wait_healthy=True,
                 stop_grace_s=30,
