@@ -1084,6 +1084,17 @@ def rollback_cmd(
     _report_release("rollback", rollback(deployer, audit, _progress(fmt), to=to), fmt)
 
 
+@app.command("repair")
+@handled
+def repair_cmd(ctx: typer.Context, fmt: Format = FormatOption) -> None:
+    """Clear what a killed `pulumi up` left (stale lock, unrecorded containers) so the next up converges."""
+    report = make_deployer(ctx_obj(ctx).stack).repair(_progress(fmt))
+    if fmt == Format.json:
+        emit_json(report.to_dict())
+    elif not report.changed:
+        out.print("nothing to repair: the last update ended normally")
+
+
 @app.command("audit")
 @handled
 def audit_cmd(ctx: typer.Context, fmt: Format = FormatOption) -> None:

@@ -20,6 +20,7 @@ import yaml
 
 from infra.config import NAMESPACE, Settings
 from ops.access import OpsError
+from ops.repair import RepairReport, cli_runner, repair
 from ops.stack import cache_dir, project_dir, stack_file, state_dir
 
 Progress = Callable[[str], None]
@@ -36,6 +37,12 @@ class Deployer(Protocol):
     def remove_config(self, key: str) -> None: ...
 
     def up(self, progress: Progress) -> dict[str, Any]: ...
+
+    def repair(self, progress: Progress) -> RepairReport:
+        """Clear what a killed earlier `pulumi up` left (ops/repair.py); a no-op otherwise."""
+        self._select()
+        env = self._environment()
+        return repair(self.stack, cli_runner(self.work_dir, env), env["PULUMI_BACKEND_URL"], progress)
 
     def preview(self, changes: Mapping[str, Any], progress: Progress) -> str: ...
 
@@ -130,11 +137,19 @@ class PulumiDeployer:
     def up(self, progress: Progress) -> dict[str, Any]:
         from pulumi import automation as auto
 
+        stack = self._select()
+        self.repair(progress)
         try:
-            result = self._select().up(on_output=progress, diff=True, suppress_progress=True, color="never")
+            result = stack.up(on_output=progress, diff=True, suppress_progress=True, color="never")
         except auto.errors.CommandError as exc:
             raise OpsError(f"pulumi up --stack {self.stack} failed: {str(exc).strip()[-800:]}") from None
         return {"result": result.summary.result, "changes": dict(result.summary.resource_changes or {})}
+
+    def repair(self, progress: Progress) -> RepairReport:
+        """Clear what a killed earlier `pulumi up` left (ops/repair.py); a no-op otherwise."""
+        self._select()
+        env = self._environment()
+        return repair(self.stack, cli_runner(self.work_dir, env), env["PULUMI_BACKEND_URL"], progress)
 
     def preview(self, changes: Mapping[str, Any], progress: Progress) -> str:
         """`pulumi preview` of the stack with `changes` applied to a copy of its config."""

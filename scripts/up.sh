@@ -14,7 +14,9 @@ if [ "$stack" = local ] || [[ "$stack" == e2e-* ]]; then
 fi
 pulumi stack select --create --secrets-provider passphrase "$stack" >/dev/null
 case $action in
-  up) pulumi up --yes --stack "$stack" --diff --suppress-progress
+  up) # a killed earlier run leaves a lock and unrecorded containers: clear them first
+      "$REPO_ROOT/.venv/bin/python" -m ops.repair "$stack"
+      pulumi up --yes --stack "$stack" --diff --suppress-progress
       echo; pulumi stack output --stack "$stack" ;;
   preview) pulumi preview --stack "$stack" --diff ;;
   destroy) pulumi destroy --yes --stack "$stack" --suppress-progress ;;
