@@ -10,7 +10,8 @@ if [ -x scripts/services.sh ]; then
   step "test services (Postgres, Redis, S3, test site on 127.0.0.1)" scripts/services.sh start
 fi
 set +e
-.venv/bin/pytest -ra --junitxml=artifacts/junit.xml "$@"
+SELEXTRACT_RELIABILITY_REPORT=${SELEXTRACT_RELIABILITY_REPORT:-artifacts/reliability.md} \
+  .venv/bin/pytest -ra --junitxml=artifacts/junit.xml "$@"
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then

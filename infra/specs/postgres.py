@@ -49,7 +49,9 @@ def postgres_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 },
                 ports=ctx.internal_port(host, PORTS[Role.POSTGRES]),
                 mounts=(Mount(ctx.data_volume(host.name, Role.POSTGRES), "/var/lib/postgresql/data"),),
-                healthcheck=Healthcheck(("CMD-SHELL", f"pg_isready -U {DB_USER} -d {DB_NAME}")),
+                # Over TCP: while the entrypoint initialises a new data directory its temporary
+                # server answers on the socket only, then restarts; "healthy" must mean the real one.
+                healthcheck=Healthcheck(("CMD-SHELL", f"pg_isready -h 127.0.0.1 -U {DB_USER} -d {DB_NAME}")),
                 wait_healthy=True,
                 stop_grace_s=60,
                 # POSTGRES_PASSWORD only seeds a new data directory; rotations are applied
