@@ -2,7 +2,9 @@
 
 Generated ones are RandomPassword resources whose `keepers` hold a rotation counter:
 `pulumi config set rotation:postgresPassword 2 && pulumi up` makes a new one. Values the
-operator sets with `pulumi config set --secret` win over generated ones.
+operator sets with `pulumi config set --secret` win over generated ones. The app's two
+database logins (infra/specs/postgres.py APP_USERS) take turns: a bump of
+`rotation:postgresPassword` renews the owner's password and the login not in use.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import pulumi
 import pulumi_random as random
 
 from infra.config import EXTERNAL_SECRETS, GENERATED_SECRETS, Settings
+from infra.specs.postgres import APP_USERS, app_password_secret, app_slot_generation
 from infra.tls import bootstrap_certificate
 
 
@@ -32,6 +35,12 @@ class StackSecrets(pulumi.ComponentResource):
                 opts=child,
             )
             self._values[key] = pulumi.Output.secret(password.result)
+        for slot in range(len(APP_USERS)):
+            generation = app_slot_generation(settings.rotation, slot)
+            password = random.RandomPassword(
+                app_password_secret(slot), length=32, special=False, keepers={"generation": str(generation)}, opts=child
+            )
+            self._values[app_password_secret(slot)] = pulumi.Output.secret(password.result)
         for key in EXTERNAL_SECRETS:
             given = settings.secret(key)
             if given is not None:

@@ -1118,7 +1118,12 @@ def secrets_rotate(
     fmt: Format = FormatOption,
 ) -> None:
     """New value for a generated secret (bumps its rotation keeper) and `pulumi up`."""
-    from ops.release import rotate_secret
+    from infra.specs.postgres import ROTATION_KEY
+    from ops.release import retire_standby_login, rotate_secret
 
     deployer, audit = _release_context(ctx)
-    _report_release(f"rotate {name}", rotate_secret(deployer, audit, name, _progress(fmt)), fmt)
+    outputs = rotate_secret(deployer, audit, name, _progress(fmt))
+    if name == ROTATION_KEY:
+        retired = retire_standby_login(ctx_obj(ctx).target().postgres, int(deployer.get_config(f"rotation.{name}")))
+        _progress(fmt)(f"retired the previous app database login {retired}")
+    _report_release(f"rotate {name}", outputs, fmt)

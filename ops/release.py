@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.config import GENERATED_SECRETS
+from infra.specs.postgres import APP_USERS, ROTATION_KEY, app_slot
 from ops.access import OpsError
 
 Progress = Callable[[str], None]
@@ -127,3 +128,16 @@ def rotate_secret(deployer: Any, audit: AuditLog, name: str, progress: Progress)
     current = int(deployer.get_config(f"rotation.{name}") or 0)
     deployer.set_config(f"rotation.{name}", current + 1)
     return _run(deployer, audit, "rotate", progress, f"{name} -> generation {current + 1}")
+
+
+def retire_standby_login(postgres: Any, generation: int) -> str:
+    """After a rotation's `pulumi up` (old containers gone): the app login the previous
+    version used may no longer log in, and its remaining sessions end. The next rotation
+    gives it a new password and LOGIN again (infra/services/rotation.py)."""
+    standby = APP_USERS[(app_slot({ROTATION_KEY: generation}) + 1) % len(APP_USERS)]
+    postgres.query(
+        f"DO $$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{standby}') "
+        f'THEN ALTER ROLE "{standby}" NOLOGIN; END IF; END$$;\n'
+        f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{standby}';"
+    )
+    return standby

@@ -13,6 +13,7 @@ from infra.secrets import StackSecrets
 from infra.services import deploy_services
 from infra.specs import build_specs
 from infra.specs.context import BUILD_APP, BUILD_WORKER
+from infra.specs.postgres import app_slot
 from infra.topology import plan
 
 settings = load_from_pulumi()
@@ -34,7 +35,14 @@ images = {
     ).names
     for engine, host in builds_on.items()
 }
-deploy_services(specs, hosts=fleet.hosts, secrets=secrets, images=images, stack=settings.stack)
+deploy_services(
+    specs,
+    hosts=fleet.hosts,
+    secrets=secrets,
+    images=images,
+    stack=settings.stack,
+    active_slot=app_slot(settings.rotation),
+)
 
 if settings.dns.enabled and settings.dns.zone:
     DnsRecords("dns", the_plan, settings.dns.zone, fleet.hosts[the_plan.entry_host].public_ip or "")

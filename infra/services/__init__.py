@@ -83,7 +83,9 @@ def deploy_services(
     secrets: StackSecrets,
     images: Mapping[str, Mapping[str, pulumi.Input[str]]],
     stack: str,
+    active_slot: int = 0,
 ) -> dict[str, Service]:
+    """`active_slot`: which app database login the current rotation generation uses."""
     declared = Declared()
     out: dict[str, Service] = {}
     for component, roles in COMPONENTS:
@@ -102,5 +104,6 @@ def deploy_services(
                         container_name=spec.name,
                         host=hosts[spec.host],
                         secrets=secrets,
+                        active_slot=active_slot,
                     )
     return out

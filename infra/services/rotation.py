@@ -1,10 +1,15 @@
-"""Postgres password rotation without a restart.
+"""Postgres password rotation without a restart and without a failed request.
 
 POSTGRES_PASSWORD only matters when the data directory is first initialised, so a new
-password (a bumped `rotation:postgresPassword` keeper, or `pulumi config set --secret`)
-is applied with `ALTER ROLE` inside the running container. Open sessions keep working;
-the app and workers, which depend on this step, then start beside the old ones with the
-new password (zero downtime), and the old password stops working at once.
+owner password (a bumped `rotation:postgresPassword` keeper, or `pulumi config set
+--secret`) is applied with `ALTER ROLE` inside the running container; the old one stops
+working at once (exporters and ops tools use it, and restart with the new one).
+
+The app and workers log in as one of two roles (APP_USERS) that act as the owner. A
+rotation moves them to the other role with a freshly generated password, set here before
+they start; the role the old containers use is left alone, so they keep connecting until
+they are replaced. `selextract secrets rotate` then retires it (NOLOGIN); the next
+rotation gives it a new password and lets it log in again.
 """
 
 from __future__ import annotations
@@ -14,13 +19,31 @@ import pulumi_command as command
 
 from infra.hosts.base import Host
 from infra.secrets import StackSecrets
-from infra.specs.postgres import DB_NAME, DB_USER
+from infra.specs.postgres import APP_USERS, DB_NAME, DB_USER, app_password_secret
+
+
+def _quote(password: str) -> str:
+    # Generated passwords are alphanumeric and operator-set ones are validated as URL-safe
+    # (infra/config.py), so quoting with '' is enough.
+    return "'" + password.replace("'", "''") + "'"
 
 
 def alter_role_sql(password: str) -> str:
-    # Generated passwords are alphanumeric and operator-set ones are validated as URL-safe
-    # (infra/config.py), so quoting with '' is enough.
-    return f"ALTER ROLE \"{DB_USER}\" PASSWORD '{password.replace(chr(39), chr(39) * 2)}';\n"
+    return f'ALTER ROLE "{DB_USER}" PASSWORD {_quote(password)};\n'
+
+
+def app_role_sql(user: str, password: str, active: bool) -> str:
+    """Create the app login if missing and set its password; only the active one is made
+    able to log in (the standby may have been retired and must stay so)."""
+    login = " LOGIN" if active else ""
+    return (
+        f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{user}') "
+        f'THEN CREATE ROLE "{user}"; END IF; END$$;\n'
+        f'GRANT "{DB_USER}" TO "{user}";\n'
+        # sessions act as the owner: tables a migration creates belong to it, not to the login
+        f"ALTER ROLE \"{user}\" SET role = '{DB_USER}';\n"
+        f'ALTER ROLE "{user}"{login} PASSWORD {_quote(password)};\n'
+    )
 
 
 class PostgresPasswordSync(pulumi.ComponentResource):
@@ -32,21 +55,38 @@ class PostgresPasswordSync(pulumi.ComponentResource):
         container_name: str,
         host: Host,
         secrets: StackSecrets,
+        active_slot: int,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("selextract:service:PostgresPasswordSync", name, None, opts)
-        password = secrets.get("postgresPassword")
         script = f"docker exec -i {container_name} psql -v ON_ERROR_STOP=1 -q -U {DB_USER} -d {DB_NAME}"
-        sql = pulumi.Output.secret(password.apply(alter_role_sql))
         child = pulumi.ResourceOptions(parent=self, depends_on=[container])
-        # The password is the trigger (kept secret in state) and travels on stdin, never
-        # on a command line.
-        if host.ssh is None:
-            self.sync: pulumi.Resource = command.local.Command(
-                name, create=script, update=script, stdin=sql, triggers=[password], opts=child
-            )
-        else:
-            self.sync = command.remote.Command(
-                name, connection=host.ssh, create=script, update=script, stdin=sql, triggers=[password], opts=child
+        owner = secrets.get("postgresPassword")
+        self.sync = self._command(name, host, script, owner.apply(alter_role_sql), [owner], child)
+        self.app_logins = []
+        for slot, user in enumerate(APP_USERS):
+            password = secrets.get(app_password_secret(slot))
+            active = slot == active_slot
+            sql = password.apply(lambda pw, user=user, active=active: app_role_sql(user, pw, active))
+            self.app_logins.append(
+                self._command(f"{name}-{user}", host, script, sql, [password, "active" if active else "standby"], child)
             )
         self.register_outputs({})
+
+    @staticmethod
+    def _command(
+        name: str,
+        host: Host,
+        script: str,
+        sql: pulumi.Output[str],
+        triggers: list[pulumi.Input[str]],
+        opts: pulumi.ResourceOptions,
+    ) -> pulumi.Resource:
+        # The password is a trigger (kept secret in state) and travels on stdin, never on a
+        # command line.
+        stdin = pulumi.Output.secret(sql)
+        if host.ssh is None:
+            return command.local.Command(name, create=script, update=script, stdin=stdin, triggers=triggers, opts=opts)
+        return command.remote.Command(
+            name, connection=host.ssh, create=script, update=script, stdin=stdin, triggers=triggers, opts=opts
+        )

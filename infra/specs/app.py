@@ -5,7 +5,7 @@ from __future__ import annotations
 from infra.render import render
 from infra.specs.base import ContainerSpec, Healthcheck, Mount, Upload, secret
 from infra.specs.context import BUILD_APP, BUILD_WORKER, SpecContext
-from infra.specs.postgres import DB_NAME, DB_USER, password_sync_name
+from infra.specs.postgres import APP_USERS, DB_NAME, app_password_secret, app_slot, password_sync_name
 from infra.topology import PORTS, Role
 
 RESULTS_PATH = "/data/results"
@@ -17,13 +17,14 @@ def app_env(ctx: SpecContext, host: str) -> dict[str, str]:
     pg = plan.endpoint(Role.POSTGRES, host)
     redis = plan.endpoint(Role.REDIS, host)
     scheme = "https" if ctx.tls else "http"
+    slot = app_slot(settings.rotation)
     public = (
         f"{scheme}://127.0.0.1:{settings.local.https_port if ctx.tls else settings.local.http_port}"
         if ctx.local
         else f"{scheme}://app.{settings.domain}"
     )
     env = {
-        "DATABASE_URL": f"postgresql+psycopg://{DB_USER}:{secret('postgresPassword')}@{pg.url}/{DB_NAME}",
+        "DATABASE_URL": f"postgresql+psycopg://{APP_USERS[slot]}:{secret(app_password_secret(slot))}@{pg.url}/{DB_NAME}",
         "REDIS_URL": f"redis://:{secret('redisPassword')}@{redis.url}/0",
         "SECRET_KEY": secret("appSecretKey"),
         "PUBLIC_BASE_URL": public,

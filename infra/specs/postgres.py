@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from infra.catalog import load_catalog
 from infra.specs.base import ContainerSpec, Healthcheck, Mount, secret
 from infra.specs.context import SpecContext
 from infra.topology import PORTS, Role
 
 DB_NAME = "selextract"
-DB_USER = "selextract"
+DB_USER = "selextract"  # owner of the database and its tables; exporters and ops use it
+# The app and workers log in as one of two roles that act as the owner (`SET role`), and a
+# rotation switches to the other one with a fresh password: containers of the old version
+# keep a working login until they are gone, so a rotation fails no request.
+APP_USERS = ("selextract_app_0", "selextract_app_1")
+ROTATION_KEY = "postgresPassword"
+
+
+def app_slot(rotation: Mapping[str, int]) -> int:
+    """Which of APP_USERS the current generation of `rotation:postgresPassword` uses."""
+    return rotation.get(ROTATION_KEY, 0) % 2
+
+
+def app_password_secret(slot: int) -> str:
+    return f"postgresAppPassword{slot}"
+
+
+def app_slot_generation(rotation: Mapping[str, int], slot: int) -> int:
+    """The generation at which `slot` last became active: its password changes only then,
+    never while the previous version's containers may still use it."""
+    generation = rotation.get(ROTATION_KEY, 0)
+    return generation if generation % 2 == slot else generation - 1
 
 
 def password_sync_name(container: str) -> str:

@@ -179,8 +179,34 @@ def test_rotation_keeper_changes_only_that_password() -> None:
         r.name: r.inputs["keepers"] for r in rotated.of_type("random:index/randomPassword:RandomPassword")
     }
     changed = {n for n in keepers if keepers[n] != rotated_keepers[n]}
-    assert changed == {"postgresPassword"}
+    assert changed == {"postgresPassword", "postgresAppPassword0", "postgresAppPassword1"}
     assert rotated_keepers["postgresPassword"] == {"rotation": "3"}
+    redis = run_program(ROOT / "Pulumi.local.yaml", extra_config={"rotation:redisPassword": 1})
+    redis_keepers = {r.name: r.inputs["keepers"] for r in redis.of_type("random:index/randomPassword:RandomPassword")}
+    assert {n for n in keepers if keepers[n] != redis_keepers[n]} == {"redisPassword"}
+
+
+def _app_login(run: ProgramRun) -> str:
+    api = next(r for r in run.of_type(CONTAINER) if r.name == "local-app-01-api-1")
+    url = next(e for e in api.inputs["envs"] if e.startswith("DATABASE_URL="))
+    return url.split("://", 1)[1].split(":", 1)[0]
+
+
+@pytest.mark.parametrize("generation", [0, 1, 2])
+def test_one_rotation_renews_only_the_login_the_new_version_uses(generation: int) -> None:
+    """Step n -> n+1: the owner's password and the app login not in use get new values;
+    the login the running version uses keeps its password, so no old container is cut off."""
+
+    def keepers(run: ProgramRun) -> dict[str, dict[str, str]]:
+        return {r.name: r.inputs["keepers"] for r in run.of_type("random:index/randomPassword:RandomPassword")}
+
+    before = run_program(ROOT / "Pulumi.local.yaml", extra_config={"rotation:postgresPassword": generation})
+    after = run_program(ROOT / "Pulumi.local.yaml", extra_config={"rotation:postgresPassword": generation + 1})
+    old_login, new_login = _app_login(before), _app_login(after)
+    assert {old_login, new_login} == {"selextract_app_0", "selextract_app_1"}
+    new_slot = new_login[-1]
+    changed = {n for n in keepers(before) if keepers(before)[n] != keepers(after)[n]}
+    assert changed == {"postgresPassword", f"postgresAppPassword{new_slot}"}
 
 
 def _id_of(run: ProgramRun, resource) -> str:
@@ -212,3 +238,15 @@ def test_postgres_password_rotates_in_place(stack_file: str) -> None:
     assert sync.inputs["stdin"].startswith('ALTER ROLE "selextract" PASSWORD ')
     stdin_leaves = [x for x in run.leaf_inputs if x[1] == sync.name and x[2] in (".stdin", ".triggers[0]")]
     assert stdin_leaves and all(is_secret for _, _, _, is_secret, _ in stdin_leaves)
+    logins = {r.name.rsplit("-", 1)[-1]: r for r in run.of_type(kind) if "-password-sync-" in r.name}
+    assert sorted(logins) == ["selextract_app_0", "selextract_app_1"]
+    for user, login in logins.items():
+        assert (
+            "SET role = 'selextract'" in login.inputs["stdin"]
+            and f'GRANT "selextract" TO "{user}"' in login.inputs["stdin"]
+        )
+        leaves = [x for x in run.leaf_inputs if x[1] == login.name and x[2] in (".stdin", ".triggers[0]")]
+        assert leaves and all(is_secret for _, _, _, is_secret, _ in leaves)
+    # only the login in use may log in; the standby keeps whatever `secrets rotate` left
+    assert '"selextract_app_0" LOGIN PASSWORD' in logins["selextract_app_0"].inputs["stdin"]
+    assert " LOGIN " not in logins["selextract_app_1"].inputs["stdin"]

@@ -26,9 +26,11 @@ from typing import Any
 import yaml
 
 from infra.config import NAMESPACE, Settings, load_stack_file
+from infra.services.rotation import app_role_sql
 from infra.specs import build_specs
 from infra.specs.base import SECRET_MARK, ContainerSpec
 from infra.specs.context import BUILD_APP, BUILD_WORKER
+from infra.specs.postgres import APP_USERS, DB_NAME, DB_USER, app_password_secret
 from infra.topology import Plan, Role, plan
 from ops.access import Container, Results
 from ops.deploy import set_config_in_doc
@@ -37,6 +39,8 @@ REPO = Path(__file__).resolve().parents[2]
 STANDIN_IMAGE = "selextract/python:3.11"
 SECRETS = {
     "postgresPassword": "pg-test-secret",
+    "postgresAppPassword0": "pg-app0-test-secret",
+    "postgresAppPassword1": "pg-app1-test-secret",
     "redisPassword": "redis-test-secret",
     "objectStoreSecretKey": "s3-test-secret",
     "appSecretKey": "app-test-secret-key-0123456789",
@@ -159,10 +163,33 @@ class FakeDeployer:
             self._create(spec, network)
             changes["create"] += 1
         self._wait(p, specs)
+        self._app_logins(specs)
         progress(f"fake up: phase {p.phase} {changes}")
         if self.sabotage is not None:
             self.sabotage(p)
         return {"result": "succeeded", "changes": changes}
+
+    def _app_logins(self, specs: list[ContainerSpec]) -> None:
+        """What the password-sync step does on a real deploy (infra/services/rotation.py)."""
+        for spec in specs:
+            if spec.role == Role.POSTGRES:
+                sql = "".join(
+                    app_role_sql(user, SECRETS[app_password_secret(i)], True) for i, user in enumerate(APP_USERS)
+                )
+                docker(
+                    "exec",
+                    "-i",
+                    spec.name,
+                    "psql",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-q",
+                    "-U",
+                    DB_USER,
+                    "-d",
+                    DB_NAME,
+                    input=sql.encode(),
+                )
 
     def _create(self, spec: ContainerSpec, network: str) -> None:
         for mount in spec.mounts:

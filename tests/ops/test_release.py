@@ -54,7 +54,10 @@ def test_rollback_goes_to_the_previous_successful_version(tmp_path: Path) -> Non
     with pytest.raises(RuntimeError):
         deploy(d, audit, print)  # a failed deploy is logged but never a rollback target
     assert [(e.action, e.version, e.result) for e in audit.entries()] == [
-        ("deploy", "v1", "succeeded"), ("deploy", "v2", "succeeded"), ("deploy", None, "failed")]
+        ("deploy", "v1", "succeeded"),
+        ("deploy", "v2", "succeeded"),
+        ("deploy", None, "failed"),
+    ]
     out = rollback(d, audit, print)
     assert out["version"] == {"tag": "v1", "commit": "pinned"} and d.config["imageTag"] == "v1"
     assert audit.entries()[-1].detail == "from v2 to v1"
