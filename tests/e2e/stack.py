@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,3 +116,19 @@ class LocalStack:
 
     def export_state(self) -> str:
         return self.pulumi("stack", "export", "--stack", self.name).stdout
+
+
+TESTSITE_IMAGE = "selextract/testsite:1"
+
+
+def require_toolchain(suite: str = "end-to-end") -> None:
+    """Fail (not skip) naming what a bare run lacks: `make test` sets all of it up first."""
+    missing = []
+    if pulumi_bin() is None:
+        missing.append("pulumi CLI (scripts/setup-pulumi.sh)")
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        missing.append("a running Docker engine (scripts/setup-docker.sh)")
+    if subprocess.run(["docker", "image", "inspect", TESTSITE_IMAGE], capture_output=True).returncode != 0:
+        missing.append(f"{TESTSITE_IMAGE} (scripts/build-images.sh)")
+    if missing:
+        pytest.fail(f"{suite} tests need: " + ", ".join(missing))

@@ -5,18 +5,23 @@ leaving nothing behind. Runs for the phase 1 and phase 4 layouts."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.stack import LocalStack, docker, pulumi_bin, remove_leftovers, stack_resources
+from tests.e2e.stack import (
+    TESTSITE_IMAGE,
+    LocalStack,
+    docker,
+    remove_leftovers,
+    require_toolchain,
+    stack_resources,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
-TESTSITE_IMAGE = "selextract/testsite:1"
 RULES = {
     "title": "h1::text",
     "products": {
@@ -32,21 +37,9 @@ RULES = {
 PORTS = {1: (18080, 18443, 19090), 4: (28080, 28443, 29090)}
 
 
-def _require_toolchain() -> None:
-    missing = []
-    if pulumi_bin() is None:
-        missing.append("pulumi CLI (scripts/setup-pulumi.sh)")
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        missing.append("a running Docker engine (scripts/setup-docker.sh)")
-    if subprocess.run(["docker", "image", "inspect", TESTSITE_IMAGE], capture_output=True).returncode != 0:
-        missing.append(f"{TESTSITE_IMAGE} (scripts/build-images.sh)")
-    if missing:  # `make test` sets all of these up first; this names what a bare run lacks
-        pytest.fail("end-to-end needs: " + ", ".join(missing))
-
-
 @pytest.fixture(scope="module", params=[1, 4], ids=lambda p: f"phase{p}")
 def deployed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    _require_toolchain()
+    require_toolchain()
     phase = request.param
     name = f"e2e-p{phase}"
     remove_leftovers(name)

@@ -15,8 +15,8 @@ import pytest
 
 from ops.access import Container, Postgres
 from ops.release import retire_standby_login
-from tests.e2e.stack import LocalStack, docker, remove_leftovers, stack_resources
-from tests.e2e.test_local_deploy import _api_key, _require_toolchain, _wait_ready, _wait_task
+from tests.e2e.stack import LocalStack, docker, remove_leftovers, require_toolchain, stack_resources
+from tests.e2e.test_local_deploy import _api_key, _wait_ready, _wait_task
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 NAME = "e2e-zdt"
@@ -61,7 +61,7 @@ class SteadyLoad:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    _require_toolchain()
+    require_toolchain()
     remove_leftovers(NAME)
     s = LocalStack.create(
         NAME,

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.relstack import REPORT, deploy_stack, destroy, report_table
+from tests.reliability import scenarios
+from tests.reliability.relstack import REPORT, Deployed, deploy_stack, destroy, report_table
 
 SELECTED: set[int] = set()  # phases whose module is part of this session
 
@@ -77,3 +78,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     target = os.environ.get("SELEXTRACT_RELIABILITY_REPORT")
     if target:
         Path(target).write_text(table + "\n")
+
+
+# --- Postgres and Redis stopped under load: each module provides `deployed` -----------------
+
+
+@pytest.fixture(scope="module")
+def outage_started(deployed: Deployed) -> scenarios.OutageRun:
+    return scenarios.start_outage(deployed)
+
+
+@pytest.fixture(scope="module")
+def outage(deployed: Deployed, outage_started: scenarios.OutageRun) -> scenarios.OutageRun:
+    """The outage once every task accepted during it has finished (the tests up to here run
+    while the reaper queues what was accepted while Redis was down)."""
+    return scenarios.finish_outage(deployed, outage_started)

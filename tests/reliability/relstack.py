@@ -29,9 +29,16 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.stack import ROOT, LocalStack, docker, pulumi_bin, remove_leftovers, stack_resources
+from tests.e2e.stack import (
+    ROOT,
+    TESTSITE_IMAGE,
+    LocalStack,
+    docker,
+    pulumi_bin,
+    remove_leftovers,
+    stack_resources,
+)
 
-TESTSITE_IMAGE = "selextract/testsite:1"
 # the test site lives on the stack's own Docker network (a private range); loopback and
 # link-local stay refused even so (the SSRF guard's defaults)
 ALLOW_PRIVATE = ["172.16.0.0/12", "192.168.0.0/16", "10.0.0.0/8"]
@@ -62,18 +69,6 @@ def report_table() -> str:
 
 
 # --- processes -------------------------------------------------------------------------------
-
-
-def require_toolchain() -> None:
-    missing = []
-    if pulumi_bin() is None:
-        missing.append("pulumi CLI (scripts/setup-pulumi.sh)")
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        missing.append("a running Docker engine (scripts/setup-docker.sh)")
-    if subprocess.run(["docker", "image", "inspect", TESTSITE_IMAGE], capture_output=True).returncode != 0:
-        missing.append(f"{TESTSITE_IMAGE} (scripts/build-images.sh)")
-    if missing:  # `make test` sets all of these up first; this names what a bare run lacks
-        pytest.fail("reliability tests need: " + ", ".join(missing))
 
 
 def overrides(phase: int, **extra: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from ops.repair import REPORT_PREFIX
-from tests.e2e.stack import ROOT, docker, remove_leftovers
+from tests.e2e.stack import ROOT, docker, remove_leftovers, require_toolchain
 from tests.reliability import scenarios
 from tests.reliability.relstack import (
     Deployed,
@@ -39,7 +39,6 @@ from tests.reliability.relstack import (
     pending_operations,
     release_small_disk,
     report,
-    require_toolchain,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -226,20 +225,12 @@ def test_refresh_and_up_restore_a_container_removed_by_hand(p1: dict[str, Any], 
 
 
 @pytest.fixture(scope="module")
-def secret_scan(p1: dict[str, Any]) -> dict[str, Any]:
-    return scenarios.scan_plaintext_secrets(p1["d"])
+def deployed(p1: dict[str, Any]) -> Deployed:
+    return p1["d"]
 
 
-def test_no_generated_password_in_plain_text_but_redis(secret_scan: dict[str, Any]) -> None:
-    assert [h for h in secret_scan["hits"] if not h.endswith(": redisPassword")] == []
-
-
-def test_redis_password_not_in_plain_text(secret_scan: dict[str, Any]) -> None:
-    assert secret_scan["hits"] == []
-
-
-def test_no_service_process_runs_as_root(p1: dict[str, Any]) -> None:
-    scenarios.check_non_root(p1["d"])
+class TestSecretsAndUsers(scenarios.SecretsAndUsers):
+    """No generated password in plain text anywhere; no service process as root."""
 
 
 def test_stateless_exporters_can_run_with_a_read_only_root(p1: dict[str, Any]) -> None:
@@ -285,33 +276,8 @@ def test_a_lost_queue_message_is_resent_within_minutes(p1: dict[str, Any], lost_
 # queues what was accepted during the Redis outage) --------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def outage_started(p1: dict[str, Any]) -> scenarios.OutageRun:
-    return scenarios.start_outage(p1["d"])
-
-
-@pytest.fixture(scope="module")
-def outage(p1: dict[str, Any], outage_started: scenarios.OutageRun) -> scenarios.OutageRun:
-    return scenarios.finish_outage(p1["d"], outage_started)
-
-
-def test_postgres_outage_answers_503_not_500(outage_started: scenarios.OutageRun) -> None:
-    answers = scenarios.answers_during(outage_started, "pg_stop", "pg_healthy")
-    assert answers, "no failed answer while Postgres was down: the outage was not observed"
-    # "no answer": a request caught at the moment the container went away can hang past the
-    # client's 5 s timeout (reported; see the report table)
-    assert set(answers) <= {"POST 503", "GET 503", "POST no answer", "GET no answer"}, answers
-    assert answers["POST 503"] + answers["GET 503"] >= 1, answers
-
-
-def test_redis_outage_never_answers_500(outage_started: scenarios.OutageRun) -> None:
-    answers = scenarios.answers_during(outage_started, "redis_stop", "redis_healthy")
-    assert not any(k.endswith(" 500") for k in answers), answers
-    assert set(answers) <= {"POST 503", "GET 503", "POST no answer", "GET no answer"}, answers
-
-
-def test_dependency_outage_recovers_by_itself(outage_started: scenarios.OutageRun) -> None:
-    scenarios.check_outage_recovers(outage_started)
+class TestDependencyOutage(scenarios.DependencyOutage):
+    """Postgres, then Redis, stopped under a steady submit load (fixtures in conftest.py)."""
 
 
 # --- bad input on the deployed stack ----------------------------------------------------------

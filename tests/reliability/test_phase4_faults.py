@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.stack import docker, remove_leftovers
+from tests.e2e.stack import docker, remove_leftovers, require_toolchain
 from tests.reliability import scenarios
 from tests.reliability.relstack import (
     Deployed,
@@ -32,7 +32,6 @@ from tests.reliability.relstack import (
     new_id,
     object_fingerprint,
     report,
-    require_toolchain,
     selextract_cli,
     table_fingerprint,
     warm_up_results,
@@ -127,20 +126,12 @@ def test_worker_kill_lands_mid_batch(batch: scenarios.BatchRun) -> None:
 
 
 @pytest.fixture(scope="module")
-def secret_scan(p4: dict[str, Any]) -> dict[str, Any]:
-    return scenarios.scan_plaintext_secrets(p4["d"])
+def deployed(p4: dict[str, Any]) -> Deployed:
+    return p4["d"]
 
 
-def test_no_generated_password_in_plain_text_but_redis(secret_scan: dict[str, Any]) -> None:
-    assert [h for h in secret_scan["hits"] if not h.endswith(": redisPassword")] == []
-
-
-def test_redis_password_not_in_plain_text(secret_scan: dict[str, Any]) -> None:
-    assert secret_scan["hits"] == []
-
-
-def test_no_service_process_runs_as_root(p4: dict[str, Any]) -> None:
-    scenarios.check_non_root(p4["d"])
+class TestSecretsAndUsers(scenarios.SecretsAndUsers):
+    """No generated password in plain text anywhere; no service process as root."""
 
 
 def test_worker_killed_mid_batch_of_500_loses_and_doubles_nothing(
@@ -154,33 +145,8 @@ def test_worker_killed_mid_batch_of_500_loses_and_doubles_nothing(
 # queues what was accepted during the Redis outage) --------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def outage_started(p4: dict[str, Any]) -> scenarios.OutageRun:
-    return scenarios.start_outage(p4["d"])
-
-
-@pytest.fixture(scope="module")
-def outage(p4: dict[str, Any], outage_started: scenarios.OutageRun) -> scenarios.OutageRun:
-    return scenarios.finish_outage(p4["d"], outage_started)
-
-
-def test_postgres_outage_answers_503_not_500(outage_started: scenarios.OutageRun) -> None:
-    answers = scenarios.answers_during(outage_started, "pg_stop", "pg_healthy")
-    assert answers, "no failed answer while Postgres was down: the outage was not observed"
-    # "no answer": a request caught at the moment the container went away can hang past the
-    # client's 5 s timeout (reported; see the report table)
-    assert set(answers) <= {"POST 503", "GET 503", "POST no answer", "GET no answer"}, answers
-    assert answers["POST 503"] + answers["GET 503"] >= 1, answers
-
-
-def test_redis_outage_never_answers_500(outage_started: scenarios.OutageRun) -> None:
-    answers = scenarios.answers_during(outage_started, "redis_stop", "redis_healthy")
-    assert not any(k.endswith(" 500") for k in answers), answers
-    assert set(answers) <= {"POST 503", "GET 503", "POST no answer", "GET no answer"}, answers
-
-
-def test_dependency_outage_recovers_by_itself(outage_started: scenarios.OutageRun) -> None:
-    scenarios.check_outage_recovers(outage_started)
+class TestDependencyOutage(scenarios.DependencyOutage):
+    """Postgres, then Redis, stopped under a steady submit load (fixtures in conftest.py)."""
 
 
 def test_dependency_outage_loses_no_accepted_task(p4: dict[str, Any], outage: scenarios.OutageRun) -> None:
