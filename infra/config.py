@@ -207,9 +207,23 @@ class ImageSettings(_Model):
     python_base: str = "selextract/python:3.11"
 
 
+LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+
 class TlsSettings(_Model):
     mode: Literal["acme", "selfsigned", "off"] = "acme"
     email: str | None = None
+    # The ACME directory certbot talks to: Let's Encrypt; its staging directory while a new
+    # stack is tried out (no rate limits, untrusted certificates); any RFC 8555 server.
+    acme_server: str = LETSENCRYPT
+
+    @field_validator("acme_server")
+    @classmethod
+    def _https_directory(cls, value: str) -> str:
+        if not re.fullmatch(r"https://[A-Za-z0-9.-]+(:\d+)?(/\S*)?", value):
+            raise ValueError(f"'{value}' is not an https:// ACME directory URL; e.g. {LETSENCRYPT_STAGING}")
+        return value
 
 
 class OidcSettings(_Model):

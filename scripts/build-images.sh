@@ -14,7 +14,7 @@
 #   --jobs N          build up to N images at once (default 3)
 #   IMAGE             base python postgres redis haproxy nginx prometheus
 #                     alertmanager node-exporter postgres-exporter redis-exporter
-#                     testsite seaweedfs
+#                     testsite seaweedfs certbot
 # Environment: SELEXTRACT_CACHE (default ~/.cache/selextract), DEBIAN_MIRROR.
 # Build logs: $SELEXTRACT_CACHE/images/logs/<image>.log
 set -euo pipefail
@@ -35,11 +35,11 @@ SOURCE_LABEL=org.opencontainers.image.source=selextract
 HASH_LABEL=selextract.context-hash
 
 ALL=(base python postgres redis haproxy nginx prometheus alertmanager
-     node-exporter postgres-exporter redis-exporter testsite seaweedfs)
+     node-exporter postgres-exporter redis-exporter testsite seaweedfs certbot)
 declare -A TAG=(
   [base]=bookworm [python]=3.11 [postgres]=15 [redis]=7 [haproxy]=2.6 [nginx]=1.22
   [prometheus]=2 [alertmanager]=0.25 [node-exporter]=1 [postgres-exporter]=0
-  [redis-exporter]=1 [testsite]=1 [seaweedfs]=3
+  [redis-exporter]=1 [testsite]=1 [seaweedfs]=3 [certbot]=2
 )
 # Debian packages each image needs; an image is skipped if Debian lacks one.
 declare -A DEBS=(
@@ -47,7 +47,7 @@ declare -A DEBS=(
   [haproxy]=haproxy [nginx]=nginx [prometheus]=prometheus
   [alertmanager]=prometheus-alertmanager [node-exporter]=prometheus-node-exporter
   [postgres-exporter]=prometheus-postgres-exporter
-  [redis-exporter]=prometheus-redis-exporter [testsite]=python3
+  [redis-exporter]=prometheus-redis-exporter [testsite]=python3 [certbot]=certbot
 )
 
 log() { echo "[images] $*"; }
@@ -370,6 +370,13 @@ verify_postgres() {
   else
     check "port published on $hp" bash -c "exec 3<>/dev/tcp/${hp%:*}/${hp#*:}"
   fi
+}
+
+verify_certbot() {
+  local out
+  out=$(docker run --rm "$(ref certbot)" --version 2>&1)
+  check "certbot --version" contains "$out" "^certbot 2"
+  check "/bin/sh for the renewal loop" docker run --rm --entrypoint /bin/sh "$(ref certbot)" -c "command -v cmp"
 }
 
 verify_redis() {

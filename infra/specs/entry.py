@@ -78,7 +78,10 @@ def certbot_spec(ctx: SpecContext, host: str, *, standalone: bool) -> ContainerS
     """Let's Encrypt (HTTP-01) beside the entry: webroot behind nginx, standalone behind HAProxy."""
     domains = [f"{r}.{ctx.settings.domain}" for r in ctx.settings.dns.records]
     challenge = f"--standalone --http-01-port {ACME_STANDALONE_PORT}" if standalone else f"--webroot -w {ACME_WEBROOT}"
-    script = render("certbot-loop.sh.j2", domains=domains, email=ctx.settings.tls.email, challenge_args=challenge)
+    tls = ctx.settings.tls
+    script = render(
+        "certbot-loop.sh.j2", domains=domains, email=tls.email, acme_server=tls.acme_server, challenge_args=challenge
+    )
     mounts = [
         Mount(f"{ctx.plan.stack}-{host}-tls", TLS_DIR),
         Mount(f"{ctx.plan.stack}-{host}-letsencrypt", "/etc/letsencrypt"),

@@ -29,6 +29,10 @@ def _load(extra: dict, base: dict | None = None, secret_keys: set[str] | None = 
         ({"selextract:workers": {"servers": 2, "cpu": 3}}, ["selextract:workers.cpu = 3", "unknown key"]),
         ({"selextract:phase": 7}, ["selextract:phase = 7", "allowed: 0 (all-in-one)", "4 (object-store cluster)"]),
         (
+            {"selextract:tls": {"email": "ops@example.com", "acmeServer": "http://acme.example/dir"}},
+            ["selextract:tls.acmeServer", "not an https:// ACME directory URL", "acme-staging-v02"],
+        ),
+        (
             {"selextract:phase": 3, "selextract:api": {"servers": 0}},
             ["selextract:api.servers = 0", "at least 2 API servers"],
         ),
