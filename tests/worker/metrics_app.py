@@ -15,7 +15,11 @@ BROKER_DIR = os.environ["TEST_BROKER_DIR"]
 app = Celery("metrics-test")
 app.conf.update(
     broker_url="filesystem://",
-    broker_transport_options={"data_folder_in": BROKER_DIR, "data_folder_out": BROKER_DIR},
+    broker_transport_options={
+        "data_folder_in": BROKER_DIR,
+        "data_folder_out": BROKER_DIR,
+        "control_folder": os.path.join(BROKER_DIR, "control"),
+    },
     broker_connection_retry_on_startup=True,
     task_ignore_result=True,
     worker_hijack_root_logger=False,
