@@ -123,15 +123,23 @@ def _on_retry(sender: Any = None, **_: Any) -> None:
     TASKS.labels(_task_name(sender), "retried").inc()
 
 
+def _count(counter: Counter, *labels: str) -> None:
+    """Metrics never break the work they describe (a full tmpfs, say): log and go on."""
+    try:
+        counter.labels(*labels).inc()
+    except Exception as exc:
+        log.warning("worker metrics: %s not recorded: %s", counter._name, exc)
+
+
 @contextlib.contextmanager
 def observe_fetch(mode: str) -> Iterator[None]:
     """Count one page fetch: a page on success, its error ``code`` when it raises."""
     try:
         yield
     except Exception as exc:
-        FETCH_ERRORS.labels(str(getattr(exc, "code", "internal_error"))).inc()
+        _count(FETCH_ERRORS, str(getattr(exc, "code", "internal_error")))
         raise
-    PAGES_FETCHED.labels(mode).inc()
+    _count(PAGES_FETCHED, mode)
 
 
 # --- exposition ---------------------------------------------------------------------------
