@@ -26,7 +26,7 @@ test: setup       ## every test: unit, mocks, rendered configs, service, end to 
 	@scripts/test.sh
 
 test-unit:        ## the fast tests that need no services or Docker
-	@.venv/bin/pytest -q tests/infra tests/policies tests/preview -m "not e2e"
+	@.venv/bin/pytest -q tests/infra tests/policies tests/preview tests/worker -m "not e2e"
 
 lint:
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check infra stacks tests/infra

@@ -36,6 +36,8 @@ PORTS: dict[Role, int] = {
     Role.MONITORING: 9090,
 }
 EXPORTER_PORTS = {"node": 9100, "postgres": 9187, "redis": 9121, "alertmanager": 9093}
+# Every worker container serves its Celery metrics (worker/metrics.py) on this port.
+WORKER_METRICS_PORT = 9808
 
 
 @dataclass(frozen=True)
@@ -123,8 +125,9 @@ class Plan:
     def container_name(self, host: str, role: Role, index: int) -> str:
         return f"{self.stack}-{host}-{role.value}-{index}"
 
-    def endpoints(self, role: Role, from_host: str | None = None) -> tuple[Endpoint, ...]:
-        """Where each container of `role` answers, as seen from a container on `from_host`.
+    def endpoints(self, role: Role, from_host: str | None = None, port: int | None = None) -> tuple[Endpoint, ...]:
+        """Where each container of `role` answers (on its service port, or `port`), as
+        seen from a container on `from_host`.
 
         Containers on the same engine (always, locally) reach each other by name on the
         stack's Docker network; across Hetzner hosts a container is dialled on its
@@ -132,7 +135,7 @@ class Plan:
         except API containers, which sit behind their host's API proxy on port 8000
         (so a new version can start beside the old one: zero-downtime replacement).
         """
-        base = PORTS[role]
+        base = PORTS[role] if port is None else port
         out = []
         for placement in self.placements_of(role):
             host = self.host(placement.host)
@@ -147,6 +150,21 @@ class Plan:
                 else:
                     out.append(Endpoint(name, host.name, name, base))
         return tuple(out)
+
+    def worker_metrics_endpoints(self, from_host: str | None = None) -> tuple[Endpoint, ...]:
+        """The metrics endpoint of every worker container, as Prometheus on `from_host`
+        dials it: by name on the same engine; on a remote worker host, the host's
+        private IP and port WORKER_METRICS_PORT+n-1, where that host's metrics proxy
+        forwards to its n-th worker (worker containers publish nothing themselves: a new
+        version starts beside the old one, and both could not hold the same host port).
+        """
+        return self.endpoints(Role.WORKER, from_host, WORKER_METRICS_PORT)
+
+    def remote_worker_hosts(self, from_host: str) -> tuple[Placement, ...]:
+        """Worker placements Prometheus on `from_host` reaches across the private network."""
+        if self.target == "local":
+            return ()
+        return tuple(p for p in self.placements_of(Role.WORKER) if p.host != from_host)
 
     def pool_alias(self, host: str, role: Role) -> str:
         """DNS name (Docker network alias) of every container of `role` on `host`."""

@@ -10,9 +10,11 @@ from celery.signals import worker_process_init, worker_process_shutdown, worker_
 from common.config import get_settings
 from common.db import dispose_engines
 from common.queue import get_celery
+from worker import metrics
 
 app = get_celery()
 app.conf.include = ["worker.tasks"]
+metrics.install()  # task runtime/outcomes on WORKER_METRICS_PORT (worker/metrics.py)
 # one line per fetched page is the task log's job, not httpx's
 logging.getLogger("httpx").setLevel(logging.WARNING)
 

@@ -29,6 +29,7 @@ from w3lib.encoding import html_to_unicode
 
 from common.config import Settings
 from common.netpolicy import ForbiddenTarget, NetworkPolicy
+from worker.metrics import observe_fetch
 
 log = logging.getLogger(__name__)
 
@@ -306,9 +307,10 @@ class Fetcher:
 
     def fetch(self, url: str, options: FetchOptions) -> Page:
         """Fetch one page, honouring robots.txt, politeness, redirects (each hop checked)."""
-        if options.render_js:
-            return self._render(url, options)
-        return self.get(url, options, max_bytes=self.settings.scraper_max_page_bytes, robots=options.respect_robots)
+        with observe_fetch("render" if options.render_js else "http"):
+            if options.render_js:
+                return self._render(url, options)
+            return self.get(url, options, max_bytes=self.settings.scraper_max_page_bytes, robots=options.respect_robots)
 
     def get(self, url: str, options: FetchOptions, *, max_bytes: int, robots: bool) -> Page:
         started = time.monotonic()

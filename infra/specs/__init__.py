@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from infra.config import Settings
-from infra.specs.app import api_proxy_specs, api_specs, bucket_specs, worker_specs
+from infra.specs.app import api_proxy_specs, api_specs, bucket_specs, worker_metrics_proxy_specs, worker_specs
 from infra.specs.base import ContainerSpec
 from infra.specs.context import SpecContext
 from infra.specs.entry import entry_specs
@@ -21,6 +21,7 @@ BUILDERS = (
     api_specs,
     api_proxy_specs,
     worker_specs,
+    worker_metrics_proxy_specs,
     entry_specs,
     monitoring_specs,
 )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from infra.render import render
-from infra.specs.base import ContainerSpec, Healthcheck, Mount, Upload, secret
+from infra.specs.base import ContainerSpec, Healthcheck, Mount, Port, Upload, secret
 from infra.specs.context import BUILD_APP, BUILD_WORKER, SpecContext
 from infra.specs.postgres import APP_USERS, DB_NAME, app_password_secret, app_slot, password_sync_name
-from infra.topology import PORTS, Role
+from infra.topology import PORTS, WORKER_METRICS_PORT, Role
 
 RESULTS_PATH = "/data/results"
+# Celery's pool processes write their samples here (the /tmp tmpfs: the root fs is
+# read-only); the worker's main process serves their sum on WORKER_METRICS_PORT.
+WORKER_METRICS_DIR = "/tmp/selextract-metrics"
 
 
 def app_env(ctx: SpecContext, host: str) -> dict[str, str]:
@@ -127,8 +130,10 @@ def worker_specs(ctx: SpecContext) -> list[ContainerSpec]:
                         f"--concurrency={plan.worker_concurrency}",
                         f"--hostname={host.name}-{i}@%h",
                     ),
-                    env=app_env(ctx, host.name),
+                    env=app_env(ctx, host.name)
+                    | {"PROMETHEUS_MULTIPROC_DIR": WORKER_METRICS_DIR, "WORKER_METRICS_PORT": str(WORKER_METRICS_PORT)},
                     mounts=_results_mounts(ctx, host.name),
+                    metrics_port=WORKER_METRICS_PORT,
                     cpus=placement.cpus,
                     memory_mb=placement.memory_mb,
                     user="10001",
@@ -171,6 +176,47 @@ def api_proxy_specs(ctx: SpecContext) -> list[ContainerSpec]:
 
 def api_proxy_config(ctx: SpecContext, host: str) -> str:
     return render("api-proxy.conf.j2", api_pool=ctx.plan.pool_alias(host, Role.API))
+
+
+def worker_metrics_proxy_specs(ctx: SpecContext) -> list[ContainerSpec]:
+    """On Hetzner worker hosts Prometheus does not run on: nginx on the private IP, port
+    WORKER_METRICS_PORT+n-1 forwarding to the host's n-th worker container (found by its
+    stable alias). The workers themselves publish nothing, so a new version can start
+    beside the old one (both answer to the alias during the overlap)."""
+    plan = ctx.plan
+    monitoring = plan.placements_of(Role.MONITORING)
+    if not monitoring:
+        return []
+    specs = []
+    for placement in plan.remote_worker_hosts(monitoring[0].host):
+        host = plan.host(placement.host)
+        ports = tuple(
+            Port(port, port, str(host.private_ip))
+            for port in range(WORKER_METRICS_PORT, WORKER_METRICS_PORT + placement.containers)
+        )
+        specs.append(
+            ContainerSpec(
+                name=f"{plan.stack}-{host.name}-metrics-proxy-1",
+                host=host.name,
+                role=Role.MONITORING,
+                image=ctx.settings.images.nginx,
+                command=("nginx", "-g", "daemon off;"),
+                ports=ports,
+                uploads=(Upload("/etc/nginx/nginx.conf", worker_metrics_proxy_config(ctx, host.name)),),
+                healthcheck=Healthcheck(("CMD-SHELL", "nginx -t -q")),
+            )
+        )
+    return specs
+
+
+def worker_metrics_proxy_config(ctx: SpecContext, host: str) -> str:
+    plan = ctx.plan
+    placement = next(p for p in plan.placements_of(Role.WORKER) if p.host == host)
+    workers = [
+        (WORKER_METRICS_PORT + i - 1, plan.container_name(host, Role.WORKER, i))
+        for i in range(1, placement.containers + 1)
+    ]
+    return render("worker-metrics-proxy.conf.j2", workers=workers, worker_port=WORKER_METRICS_PORT)
 
 
 def bucket_specs(ctx: SpecContext) -> list[ContainerSpec]:

@@ -79,6 +79,9 @@ class ContainerSpec:
     aliases: tuple[str, ...] = ()
     resource_name: str | None = None  # stable Pulumi name when `name` changes per version
     ignore_env_changes: bool = False  # env only matters at first start (e.g. Postgres init)
+    # Port the container serves Prometheus metrics on, inside the stack network (not
+    # published: the scrape targets come from the plan, see Plan.worker_metrics_endpoints).
+    metrics_port: int | None = None
 
     @property
     def logical_name(self) -> str:

@@ -37,6 +37,7 @@ def scrape_jobs(ctx: SpecContext, from_host: str) -> tuple[ScrapeJob, ...]:
     jobs = [
         ScrapeJob("prometheus", (Endpoint("prometheus", from_host, "localhost", PORTS[Role.MONITORING]),)),
         ScrapeJob("api", plan.endpoints(Role.API, from_host)),
+        ScrapeJob("worker", plan.worker_metrics_endpoints(from_host)),
         ScrapeJob(
             "node",
             tuple(

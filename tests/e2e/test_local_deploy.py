@@ -166,9 +166,26 @@ def test_scraping_task_through_the_deployed_api(deployed: dict) -> None:
     csv_text = client.get(f"/api/v1/tasks/{task['id']}/results?format=csv", headers=headers).text
     assert "Product 01" in csv_text
 
+    # the workers' own metrics (worker/metrics.py) reach Prometheus: executions and pages
+    prom = f"http://127.0.0.1:{PORTS[deployed['phase']][2]}"
+    assert _prom_value(prom, 'sum(selextract_worker_tasks_total{task="selextract.scrape",outcome="succeeded"})') >= 1
+    assert _prom_value(prom, "sum(selextract_worker_pages_fetched_total)") >= 2
+    assert _prom_value(prom, 'sum(selextract_worker_fetch_errors_total{code="http_error"})') >= 1
+    assert _prom_value(prom, 'sum(selextract_worker_task_duration_seconds_count{task="selextract.scrape"})') >= 1
+
     # the entry redirects plain HTTP to HTTPS on the published port
     plain = httpx.get(f"http://127.0.0.1:{deployed['http_port']}/api/v1/tasks", follow_redirects=False)
     assert plain.status_code == 301 and plain.headers["location"].startswith("https://127.0.0.1:")
+
+
+def _prom_value(prom: str, expr: str, timeout: float = 90) -> float:
+    """The value of an instant query once it has one (scrapes are 15 s apart)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10).json()["data"]["result"]
+        if result or time.monotonic() > deadline:
+            return float(result[0]["value"][1]) if result else 0.0
+        time.sleep(3)
 
 
 def test_task_survives_a_killed_worker(deployed: dict) -> None:
@@ -227,8 +244,12 @@ def test_phase_layout_is_running(deployed: dict) -> None:
         if not down or time.monotonic() > deadline:
             break
         time.sleep(5)
-    assert {t["labels"]["job"] for t in targets} >= {"api", "node", "postgres", "redis", "prometheus"}
+    assert {t["labels"]["job"] for t in targets} >= {"api", "worker", "node", "postgres", "redis", "prometheus"}
     assert down == [], down
+    # one target per worker container, each of them scraped
+    worker_targets = sorted(t["labels"]["container"] for t in targets if t["labels"]["job"] == "worker")
+    assert len(worker_targets) == len(roles["worker"]), (worker_targets, roles["worker"])
+    assert all(any(name.startswith(t + "-") for name in roles["worker"]) for t in worker_targets)
     assert outputs["storageBackend"] == ("minio" if phase >= 2 else "local")
 
 

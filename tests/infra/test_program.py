@@ -250,3 +250,25 @@ def test_postgres_password_rotates_in_place(stack_file: str) -> None:
     # only the login in use may log in; the standby keeps whatever `secrets rotate` left
     assert '"selextract_app_0" LOGIN PASSWORD' in logins["selextract_app_0"].inputs["stdin"]
     assert " LOGIN " not in logins["selextract_app_1"].inputs["stdin"]
+
+
+@pytest.mark.parametrize("stack_file", HETZNER_STACKS)
+def test_worker_metrics_reach_prometheus_over_the_private_network_only(stack_file: str) -> None:
+    """Worker hosts away from Prometheus publish the metrics ports (one per worker
+    container) on their private IP only, through their metrics proxy; no firewall rule
+    opens them; the worker containers themselves publish nothing."""
+    run, p = program(stack_file), expected_plan(stack_file)
+    prom_host = p.placements_of(Role.MONITORING)[0].host
+    proxies = {r.name: r for r in run.of_type(CONTAINER) if r.name.endswith("-metrics-proxy-1")}
+    remote = [pl for pl in p.placements_of(Role.WORKER) if pl.host != prom_host]
+    assert sorted(proxies) == sorted(f"{p.stack}-{pl.host}-metrics-proxy-1" for pl in remote)
+    for pl in remote:
+        ports = proxies[f"{p.stack}-{pl.host}-metrics-proxy-1"].inputs["ports"]
+        assert sorted((x["ip"], x["external"]) for x in ports) == [
+            (p.host(pl.host).private_ip, 9808 + i) for i in range(pl.containers)
+        ]
+    for r in run.of_type(CONTAINER):
+        if re.search(r"-worker-\d+$", r.name):
+            assert not r.inputs.get("ports")
+    for fw in run.of_type("hcloud:index/firewall:Firewall"):
+        assert not [rule for rule in fw.inputs["rules"] if str(rule.get("port", "")).startswith("98")]

@@ -240,3 +240,78 @@ def test_app_containers_carry_the_version_and_stable_aliases() -> None:
     assert api.ports == (), "API containers publish nothing: the entry or the host's API proxy fronts them"
     postgres = next(s for s in specs if s.role == Role.POSTGRES)
     assert not postgres.versioned
+
+
+@pytest.mark.parametrize("stack_file", STACKS, ids=lambda p: p.name)
+def test_every_worker_container_is_a_prometheus_target(stack_file: Path, tmp_path: Path) -> None:
+    """The worker job lists one target per worker container of the plan, each reachable:
+    by name on Prometheus' own engine, through the worker host's metrics proxy (private IP,
+    one port per container) elsewhere."""
+    from infra.specs import build_specs
+    from infra.specs.app import worker_metrics_proxy_config
+
+    ctx = _ctx(stack_file)
+    plan_ = ctx.plan
+    prom_host = plan_.placements_of(Role.MONITORING)[0].host
+    jobs = {j["job_name"]: j for j in yaml.safe_load(prometheus_config(ctx, prom_host))["scrape_configs"]}
+    targets = [
+        (t["targets"][0], t["labels"]["host"], t["labels"]["container"]) for t in jobs["worker"]["static_configs"]
+    ]
+    slots = [
+        (p.host, plan_.container_name(p.host, Role.WORKER, i))
+        for p in plan_.placements_of(Role.WORKER)
+        for i in range(1, p.containers + 1)
+    ]
+    assert [(host, name) for _url, host, name in targets] == slots
+    assert len(targets) == plan_.worker_containers
+    assert {host for _u, host, _n in targets} == {h.name for h in plan_.hosts_with(Role.WORKER)}
+
+    specs = build_specs(plan_, ctx.settings)
+    workers = [s for s in specs if s.role == Role.WORKER]
+    for spec in workers:
+        assert spec.metrics_port == 9808 and spec.env["WORKER_METRICS_PORT"] == "9808"
+        assert spec.ports == (), "a versioned worker publishes nothing (old and new overlap on deploy)"
+        assert spec.read_only and spec.env["PROMETHEUS_MULTIPROC_DIR"].startswith(tuple(t + "/" for t in spec.tmpfs))
+    proxies = {s.host: s for s in specs if s.name.endswith("-metrics-proxy-1")}
+    for url, host, name in targets:
+        address, port = url.rsplit(":", 1)
+        if ctx.local or host == prom_host:
+            assert (address, port) == (name, "9808"), "same engine: the worker's alias on the stack network"
+            assert host not in proxies
+            continue
+        assert address == plan_.host(host).private_ip
+        published = {(p.ip, p.internal, p.external) for p in proxies[host].ports}
+        assert (address, int(port), int(port)) in published
+        assert f"listen {port};\n        set $worker http://{name}:9808;" in worker_metrics_proxy_config(ctx, host)
+    assert set(proxies) == {h for _u, h, _n in targets if not ctx.local and h != prom_host}
+    for host, proxy in proxies.items():
+        assert all(p.ip == plan_.host(host).private_ip for p in proxy.ports), "private network only"
+        assert proxy.role == Role.MONITORING
+    if proxies:
+        host = sorted(proxies)[0]
+        (tmp_path / "nginx.conf").write_text(worker_metrics_proxy_config(ctx, host))
+        _run([_need("nginx"), "-t", "-q", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-e", "/dev/stderr"])
+
+
+def test_adding_a_worker_server_adds_its_targets() -> None:
+    from infra.config import load_settings
+
+    base = yaml.safe_load((ROOT / "Pulumi.phase4.yaml").read_text())["config"]
+
+    def worker_targets(servers: int) -> list[str]:
+        settings = load_settings(
+            {**base, "selextract:workers": {**base["selextract:workers"], "servers": servers}}, stack="phase4"
+        )
+        ctx = SpecContext(plan(settings), settings)
+        host = ctx.plan.placements_of(Role.MONITORING)[0].host
+        jobs = {j["job_name"]: j for j in yaml.safe_load(prometheus_config(ctx, host))["scrape_configs"]}
+        return [t["targets"][0] for t in jobs["worker"]["static_configs"]]
+
+    four, five = worker_targets(4), worker_targets(5)
+    assert len(four) == 16 and five[:16] == four
+    assert len({t.rsplit(":", 1)[0] for t in five[16:]}) == 1 and [t.rsplit(":", 1)[1] for t in five[16:]] == [
+        "9808",
+        "9809",
+        "9810",
+        "9811",
+    ]
