@@ -30,6 +30,7 @@ def redis_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 # The password reaches redis-server as config on stdin, from the secret env:
                 # on the command line it would show in the Pulumi state, `docker inspect` and ps.
                 command=("sh", "-c", _REDIS_START.format(maxmemory=maxmemory)),
+                user="redis",  # the image's entrypoint drops root only when it starts redis-server itself
                 ports=ctx.internal_port(host, PORTS[Role.REDIS]),
                 mounts=(Mount(ctx.data_volume(host.name, Role.REDIS), "/data"),),
                 healthcheck=Healthcheck(("CMD-SHELL", 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli ping | grep PONG')),

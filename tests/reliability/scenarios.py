@@ -471,8 +471,10 @@ def container_users(d: Deployed) -> list[ContainerUser]:
         role = (info["Config"].get("Labels") or {}).get("selextract.role", "")
         if not role:
             continue  # the test site
-        top = docker("top", name, "-eo", "user,comm", check=False).stdout.splitlines()[1:]
-        procs = [tuple(line.split(None, 1)) for line in top if line.strip()]
+        # `docker top` wants a pid column; (pid, user, command) per process
+        top = docker("top", name, "-eo", "pid,user,comm").stdout.splitlines()[1:]
+        procs = [tuple(line.split(None, 2)[1:]) for line in top if line.strip()]
+        assert procs, f"docker top {name} listed no process"
         out.append(
             ContainerUser(
                 name, role, info["Config"].get("User") or "(image default)", info["HostConfig"]["ReadonlyRootfs"],
