@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from infra.config import Settings
 from infra.specs.postgres import DB_NAME, DB_USER
+from infra.specs.redis import ADMIN_PASSWORD_FILE, ADMIN_USER
 from infra.topology import Plan, Role
 
 AGENT_FILE = Path(__file__).with_name("results_agent.py")
@@ -297,7 +298,13 @@ def _check_ident(name: str) -> None:
 
 # --- Redis ---------------------------------------------------------------------------------
 
-REDIS_CLI_IN_CONTAINER = 'exec redis-cli ${REDIS_PASSWORD:+-a "$REDIS_PASSWORD"} --no-auth-warning "$@"'
+# The stack's Redis keeps an admin login on its volume (infra/specs/redis.py); a Redis
+# without one (older volumes, the test doubles) takes the container's REDIS_PASSWORD.
+REDIS_CLI_IN_CONTAINER = (
+    f'if [ -r {ADMIN_PASSWORD_FILE} ]; then export REDISCLI_AUTH="$(cat {ADMIN_PASSWORD_FILE})"; '
+    f'exec redis-cli --user {ADMIN_USER} --no-auth-warning "$@"; fi; '
+    'exec redis-cli ${REDIS_PASSWORD:+-a "$REDIS_PASSWORD"} --no-auth-warning "$@"'
+)
 
 
 class Redis:

@@ -1119,11 +1119,14 @@ def secrets_rotate(
 ) -> None:
     """New value for a generated secret (bumps its rotation keeper) and `pulumi up`."""
     from infra.specs.postgres import ROTATION_KEY
-    from ops.release import retire_standby_login, rotate_secret
+    from ops.release import retire_old_redis_passwords, retire_standby_login, rotate_secret
 
     deployer, audit = _release_context(ctx)
     outputs = rotate_secret(deployer, audit, name, _progress(fmt))
     if name == ROTATION_KEY:
         retired = retire_standby_login(ctx_obj(ctx).target().postgres, int(deployer.get_config(f"rotation.{name}")))
         _progress(fmt)(f"retired the previous app database login {retired}")
+    elif name == "redisPassword":
+        dropped = retire_old_redis_passwords(ctx_obj(ctx).target().redis)
+        _progress(fmt)(f"dropped {dropped} earlier Redis password(s)")
     _report_release(f"rotate {name}", outputs, fmt)

@@ -9,7 +9,9 @@ operator never has to name the version to go back to.
 from __future__ import annotations
 
 import getpass
+import itertools
 import json
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -141,3 +143,17 @@ def retire_standby_login(postgres: Any, generation: int) -> str:
         f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = '{standby}';"
     )
     return standby
+
+
+def retire_old_redis_passwords(redis: Any) -> int:
+    """After a rotation's `pulumi up` (old containers gone): drop every password of Redis's
+    `default` user but the newest, the one the running version uses. Redis keeps a user's
+    passwords (as SHA-256) in the order they were added (infra/services/rotation.py)."""
+    lines = [line.strip() for line in redis.cmd("ACL", "GETUSER", "default").splitlines()]
+    hashes = lines[lines.index("passwords") + 1 :] if "passwords" in lines else []
+    hashes = [h for h in itertools.takewhile(lambda x: re.fullmatch(r"[0-9a-f]{64}", x), hashes)]
+    for old in hashes[:-1]:
+        redis.cmd("ACL", "SETUSER", "default", f"!{old}")
+    if hashes[:-1]:
+        redis.cmd("ACL", "SAVE")
+    return len(hashes[:-1])

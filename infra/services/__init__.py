@@ -10,9 +10,10 @@ import pulumi
 from infra.hosts.base import Host
 from infra.secrets import StackSecrets
 from infra.services.base import Declared, Service, ServiceArgs
-from infra.services.rotation import PostgresPasswordSync
+from infra.services.rotation import PostgresPasswordSync, RedisPasswordSync
 from infra.specs.base import ContainerSpec
 from infra.specs.postgres import password_sync_name
+from infra.specs.redis import redis_password_sync_name
 from infra.topology import Role
 
 
@@ -105,5 +106,14 @@ def deploy_services(
                         host=hosts[spec.host],
                         secrets=secrets,
                         active_slot=active_slot,
+                    )
+            if component is Redis:
+                for spec in mine:
+                    declared.containers[redis_password_sync_name(spec.name)] = RedisPasswordSync(
+                        redis_password_sync_name(spec.name),
+                        container=declared.containers[spec.name],
+                        container_name=spec.name,
+                        host=hosts[spec.host],
+                        secrets=secrets,
                     )
     return out

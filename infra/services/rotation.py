@@ -1,4 +1,4 @@
-"""Postgres password rotation without a restart and without a failed request.
+"""Password rotation of Postgres and Redis without a restart and without a failed request.
 
 POSTGRES_PASSWORD only matters when the data directory is first initialised, so a new
 owner password (a bumped `rotation:postgresPassword` keeper, or `pulumi config set
@@ -14,12 +14,15 @@ rotation gives it a new password and lets it log in again.
 
 from __future__ import annotations
 
+import shlex
+
 import pulumi
 import pulumi_command as command
 
 from infra.hosts.base import Host
 from infra.secrets import StackSecrets
 from infra.specs.postgres import APP_USERS, DB_NAME, DB_USER, app_password_secret
+from infra.specs.redis import ADD_PASSWORD
 
 
 def _quote(password: str) -> str:
@@ -46,6 +49,24 @@ def app_role_sql(user: str, password: str, active: bool) -> str:
     )
 
 
+def _sync_command(
+    name: str,
+    host: Host,
+    script: str,
+    stdin: pulumi.Output[str],
+    triggers: list[pulumi.Input[str]],
+    opts: pulumi.ResourceOptions,
+) -> pulumi.Resource:
+    """A command run on the container's host when a trigger changes. The password is a
+    trigger (kept secret in state) and travels on stdin, never on a command line."""
+    stdin = pulumi.Output.secret(stdin)
+    if host.ssh is None:
+        return command.local.Command(name, create=script, update=script, stdin=stdin, triggers=triggers, opts=opts)
+    return command.remote.Command(
+        name, connection=host.ssh, create=script, update=script, stdin=stdin, triggers=triggers, opts=opts
+    )
+
+
 class PostgresPasswordSync(pulumi.ComponentResource):
     def __init__(
         self,
@@ -62,31 +83,36 @@ class PostgresPasswordSync(pulumi.ComponentResource):
         script = f"docker exec -i {container_name} psql -v ON_ERROR_STOP=1 -q -U {DB_USER} -d {DB_NAME}"
         child = pulumi.ResourceOptions(parent=self, depends_on=[container])
         owner = secrets.get("postgresPassword")
-        self.sync = self._command(name, host, script, owner.apply(alter_role_sql), [owner], child)
+        self.sync = _sync_command(name, host, script, owner.apply(alter_role_sql), [owner], child)
         self.app_logins = []
         for slot, user in enumerate(APP_USERS):
             password = secrets.get(app_password_secret(slot))
             active = slot == active_slot
             sql = password.apply(lambda pw, user=user, active=active: app_role_sql(user, pw, active))
             self.app_logins.append(
-                self._command(f"{name}-{user}", host, script, sql, [password, "active" if active else "standby"], child)
+                _sync_command(f"{name}-{user}", host, script, sql, [password, "active" if active else "standby"], child)
             )
         self.register_outputs({})
 
-    @staticmethod
-    def _command(
+
+class RedisPasswordSync(pulumi.ComponentResource):
+    """Adds the current Redis password to the `default` user inside the running Redis
+    (infra/specs/redis.py): the old version's containers keep their password until
+    `selextract secrets rotate redisPassword` drops it, so a rotation fails no request."""
+
+    def __init__(
+        self,
         name: str,
+        *,
+        container: pulumi.Resource,
+        container_name: str,
         host: Host,
-        script: str,
-        sql: pulumi.Output[str],
-        triggers: list[pulumi.Input[str]],
-        opts: pulumi.ResourceOptions,
-    ) -> pulumi.Resource:
-        # The password is a trigger (kept secret in state) and travels on stdin, never on a
-        # command line.
-        stdin = pulumi.Output.secret(sql)
-        if host.ssh is None:
-            return command.local.Command(name, create=script, update=script, stdin=stdin, triggers=triggers, opts=opts)
-        return command.remote.Command(
-            name, connection=host.ssh, create=script, update=script, stdin=stdin, triggers=triggers, opts=opts
-        )
+        secrets: StackSecrets,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("selextract:service:RedisPasswordSync", name, None, opts)
+        password = secrets.get("redisPassword")
+        script = f"docker exec -i {container_name} sh -c {shlex.quote(ADD_PASSWORD)}"
+        child = pulumi.ResourceOptions(parent=self, depends_on=[container])
+        self.sync = _sync_command(name, host, script, password.apply(lambda pw: pw + "\n"), [password], child)
+        self.register_outputs({})

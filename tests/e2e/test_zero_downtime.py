@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ops.access import Container, Postgres
-from ops.release import retire_standby_login
+from ops.access import Container, Postgres, Redis
+from ops.release import retire_old_redis_passwords, retire_standby_login
 from tests.e2e.stack import LocalStack, docker, remove_leftovers, require_toolchain, stack_resources
 from tests.e2e.test_local_deploy import _api_key, _wait_ready, _wait_task
 
@@ -231,3 +231,35 @@ def test_postgres_password_rotation_under_load(stack: LocalStack) -> None:
     assert retired == old[0]
     assert not _psql_ok(*old), "the old login stopped working"
     assert _psql_ok(*new)
+
+
+def _redis_ok(password: str) -> bool:
+    probe = docker(
+        "exec", f"{NAME}-app-01-redis-1", "redis-cli", "-a", password, "--no-auth-warning", "ping", check=False
+    )
+    return probe.stdout.strip() == "PONG"
+
+
+def test_redis_password_rotation_under_load(stack: LocalStack) -> None:
+    """The new password is added to the running Redis before the new version starts, the
+    old version keeps its own until it is gone: no failed request, Redis not restarted.
+    Then the older password is dropped (what `selextract secrets rotate` does after it)."""
+
+    def current() -> str:
+        return _env_of("label=selextract.role=api", "REDIS_URL").split("://:", 1)[1].split("@", 1)[0]
+
+    redis_started = docker("inspect", "-f", "{{.State.StartedAt}}", f"{NAME}-app-01-redis-1").stdout
+    old = current()
+    load, _ = _deploy_under_load(stack, ("rotation:redisPassword", "1"))
+    new = current()
+    assert new != old and len(new) == 32
+    assert load.failures == [], f"{len(load.failures)} failed of {sum(load.results.values())}: {load.failures[:5]}"
+    assert docker("inspect", "-f", "{{.State.StartedAt}}", f"{NAME}-app-01-redis-1").stdout == redis_started
+    assert _redis_ok(new) and _redis_ok(old), "both work until the old one is dropped"
+    assert retire_old_redis_passwords(Redis(Container(f"{NAME}-app-01-redis-1"))) == 1
+    assert _redis_ok(new) and not _redis_ok(old)
+    docker("restart", f"{NAME}-app-01-redis-1")  # the ACL file on the volume is the truth, not the env
+    deadline = time.monotonic() + 30
+    while not _redis_ok(new) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _redis_ok(new) and not _redis_ok(old)

@@ -11,6 +11,7 @@ from functools import cache
 import pytest
 
 from infra.config import load_stack_file
+from infra.specs import build_specs
 from infra.topology import Role, plan
 from tests.infra.pulumi_harness import ROOT, ProgramRun, run_program
 
@@ -250,6 +251,23 @@ def test_postgres_password_rotates_in_place(stack_file: str) -> None:
     # only the login in use may log in; the standby keeps whatever `secrets rotate` left
     assert '"selextract_app_0" LOGIN PASSWORD' in logins["selextract_app_0"].inputs["stdin"]
     assert " LOGIN " not in logins["selextract_app_1"].inputs["stdin"]
+
+
+@pytest.mark.parametrize("stack_file", ["Pulumi.local.yaml", "Pulumi.phase2.yaml"])
+def test_redis_password_is_added_in_place_before_the_app_starts(stack_file: str) -> None:
+    run = program(stack_file)
+    kind = "command:local:Command" if stack_file == "Pulumi.local.yaml" else "command:remote:Command"
+    (sync,) = [r for r in run.of_type(kind) if re.search(r"-redis-1-password-sync$", r.name)]
+    assert sync.inputs["create"].startswith("docker exec -i ") and "ACL SETUSER default on" in sync.inputs["create"]
+    leaves = [x for x in run.leaf_inputs if x[1] == sync.name and x[2] in (".stdin", ".triggers[0]")]
+    assert leaves and all(is_secret for _, _, _, is_secret, _ in leaves)
+    redis = next(r for r in run.of_type(CONTAINER) if r.name.endswith("-redis-1"))
+    assert not [x for x in run.leaf_inputs if x[1] == redis.name and x[2].startswith(".command") and x[3]]
+    specs = {s.name: s for s in build_specs(expected_plan(stack_file), load_stack_file(ROOT / stack_file))}
+    # a new password must not restart Redis: the env only seeds the ACL file of a new volume
+    assert specs[redis.name].ignore_env_changes
+    apps = [s for s in specs.values() if s.role in (Role.API, Role.WORKER)]
+    assert apps and all(sync.name in s.depends_on for s in apps)
 
 
 @pytest.mark.parametrize("stack_file", HETZNER_STACKS)

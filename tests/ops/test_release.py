@@ -85,3 +85,30 @@ def test_rotate_bumps_the_keeper_the_program_reads(tmp_path: Path) -> None:
     with pytest.raises(OpsError, match="unknown secret 'hcloudToken'"):
         rotate_secret(d, audit, "hcloudToken", print)
     assert [e.action for e in audit.entries()] == ["rotate", "rotate"]
+
+
+def test_retiring_redis_passwords_keeps_only_the_newest() -> None:
+    from ops.release import retire_old_redis_passwords
+
+    old, older, new = "a" * 64, "b" * 64, "c" * 64
+
+    class FakeRedis:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, ...]] = []
+
+        def cmd(self, *args: str) -> str:
+            self.calls.append(args)
+            if args[:2] == ("ACL", "GETUSER"):  # redis-cli's raw output of the nested reply
+                return "\n".join(["flags", "on", "passwords", older, old, new, "commands", "+@all", "keys", "~*"])
+            return "OK"
+
+    redis = FakeRedis()
+    assert retire_old_redis_passwords(redis) == 2
+    assert redis.calls[1:] == [
+        ("ACL", "SETUSER", "default", f"!{older}"),
+        ("ACL", "SETUSER", "default", f"!{old}"),
+        ("ACL", "SAVE"),
+    ]
+    single = FakeRedis()
+    single.cmd = lambda *a: "\n".join(["flags", "on", "passwords", new, "commands"]) if a[1] == "GETUSER" else "OK"  # type: ignore[method-assign]
+    assert retire_old_redis_passwords(single) == 0
