@@ -18,8 +18,10 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +43,10 @@ from worker.fetch import Fetcher, FetchError, FetchOptions
 log = logging.getLogger(__name__)
 MAX_TASK_ATTEMPTS = 25
 ACTIVE = (TaskState.queued, TaskState.running)
+# The task's succeeded/failed counters are progress for the API; they are refreshed after
+# this many recorded URLs or this many seconds, and set exactly when the run ends.
+PROGRESS_EVERY = 20
+PROGRESS_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,62 @@ class UrlJob:
     position: int
     url: str
     attempts: int
+
+
+class ProgressBatch:
+    """Runs ``flush`` after every ``every`` recorded outcomes, or on the first outcome
+    ``interval`` seconds after the last flush, instead of once per URL.
+
+    Thread-safe; one flush at a time (a thread that finds a flush running leaves the
+    count for the next one). ``flush`` must be idempotent: it sets the counters from the
+    recorded rows rather than adding to them, so a failed or skipped flush heals."""
+
+    def __init__(
+        self,
+        flush: Callable[[], None],
+        every: int = 20,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._flush = flush
+        self.every = every
+        self.interval = interval
+        self._clock = clock
+        self._pending = 0
+        self._last = clock()
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return self._pending
+
+    def recorded(self) -> None:
+        with self._lock:
+            self._pending += 1
+            due = self._pending >= self.every or self._clock() - self._last >= self.interval
+        if due:
+            self.flush(wait=False)
+
+    def flush(self, wait: bool = True) -> None:
+        """Flush now if anything is pending (``wait=False``: unless a flush is running)."""
+        if not self._flushing.acquire(blocking=wait):
+            return
+        try:
+            with self._lock:
+                pending, self._pending = self._pending, 0
+                self._last = self._clock()
+            if not pending:
+                return
+            try:
+                self._flush()
+            except Exception:  # progress is informational; the next flush or _finish sets it right
+                log.exception("progress flush failed")
+                with self._lock:
+                    self._pending += pending
+        finally:
+            self._flushing.release()
 
 
 class LeaseLost(Exception):
@@ -133,6 +195,7 @@ class _Run:
         self.stop = threading.Event()
         self.stop_reason = ""
         self.deferred = 0
+        self._progress = ProgressBatch(self._flush_progress, every=PROGRESS_EVERY, interval=PROGRESS_INTERVAL)
 
     # --- lifecycle ------------------------------------------------------------------------
     def execute(self) -> Outcome:
@@ -185,6 +248,8 @@ class _Run:
                 continue
             if renewed is None:
                 self._halt("task cancelled or taken over by another run")
+            else:
+                self._progress.flush(wait=False)
 
     def _pending(self) -> list[UrlJob]:
         with session_scope(self.settings) as session:
@@ -284,29 +349,52 @@ class _Run:
         self._save(job, succeeded=False, values=values, counts=final)
 
     def _save(self, job: UrlJob, *, succeeded: bool, values: dict[str, Any], counts: bool = True) -> None:
-        """Record a URL outcome if we still own the task; the task row lock orders us with cancel."""
+        """Record a URL outcome if we still own the task.
+
+        One statement, no task-row write: the ``FOR SHARE`` lock on the task row (shared
+        with sibling threads, exclusive against cancel's ``FOR UPDATE``) orders the write
+        with a cancel, so each URL is either counted done or refunded. The progress
+        counters on the task row are refreshed in batches by ``_progress``."""
         with session_scope(self.settings) as session:
-            counters: dict[str, Any] = {}
-            if counts:
-                column = "succeeded_count" if succeeded else "failed_count"
-                counters[column] = getattr(Task, column) + 1
-            owned = session.execute(
-                update(Task)
-                .where(Task.id == self.task_id, Task.lease_owner == self.owner, Task.state == TaskState.running)
-                .values(**counters, lease_owner=self.owner)
-                .returning(Task.id)
-            ).first()
-            if owned is None:
-                self._halt("task cancelled or taken over by another run")
-                raise LeaseLost()
             written = session.execute(
                 update(TaskUrl)
-                .where(TaskUrl.id == job.id, TaskUrl.state == UrlState.pending)
+                .where(TaskUrl.id == job.id, TaskUrl.state == UrlState.pending, self._owned_for_share())
                 .values(**values)
                 .returning(TaskUrl.id)
             ).first()
-            if written is None:  # already recorded by an earlier run: keep the first outcome
-                session.rollback()
+            if written is None:
+                owned = session.execute(
+                    select(Task.id).where(
+                        Task.id == self.task_id, Task.lease_owner == self.owner, Task.state == TaskState.running
+                    )
+                ).first()
+                if owned is None:
+                    self._halt("task cancelled or taken over by another run")
+                    raise LeaseLost()
+                return  # already recorded by an earlier run: keep the first outcome
+        if counts:
+            self._progress.recorded()
+
+    def _owned_for_share(self) -> Any:
+        """``EXISTS`` our lease on the task row, taking a shared row lock on it."""
+        return (
+            select(Task.id)
+            .where(Task.id == self.task_id, Task.lease_owner == self.owner, Task.state == TaskState.running)
+            .with_for_update(read=True)
+            .exists()
+        )
+
+    def _flush_progress(self) -> None:
+        """Set the task's counters from its recorded URLs (idempotent, so a lost flush heals)."""
+        with session_scope(self.settings) as session:
+            session.execute(
+                update(Task)
+                .where(Task.id == self.task_id, Task.lease_owner == self.owner, Task.state == TaskState.running)
+                .values(
+                    succeeded_count=_url_count(self.task_id, UrlState.succeeded),
+                    failed_count=_url_count(self.task_id, UrlState.failed),
+                )
+            )
 
     # --- end of a run ---------------------------------------------------------------------
     def _backoff(self) -> float:
@@ -319,6 +407,8 @@ class _Run:
                 update(Task)
                 .where(Task.id == self.task_id, Task.lease_owner == self.owner)
                 .values(
+                    succeeded_count=_url_count(self.task_id, UrlState.succeeded),
+                    failed_count=_url_count(self.task_id, UrlState.failed),
                     lease_owner=None,
                     lease_expires_at=None,
                     retry_at=func.now() + timedelta(seconds=countdown),
@@ -353,6 +443,16 @@ class _Run:
         log.info("task %s: %s", self.task_id, outcome["summary"] or "all URLs succeeded")
         if webhook:
             _send_webhook_soon(self.task_id)
+
+
+def _url_count(task_id: uuid.UUID, state: UrlState) -> Any:
+    """Scalar subquery: how many of the task's URLs are in ``state``."""
+    return (
+        select(func.count())
+        .select_from(TaskUrl)
+        .where(TaskUrl.task_id == task_id, TaskUrl.state == state)
+        .scalar_subquery()
+    )
 
 
 def _tally(session: Session, task: Task) -> dict[str, Any]:

@@ -172,10 +172,18 @@ def cancel(session: Session, user: User, task_id: uuid.UUID) -> Task:
         raise TaskRejected(404, "no such task")
     if task.state.terminal:
         raise TaskRejected(409, f"the task is already {task.state.value}")
-    succeeded = session.scalar(
-        select(func.count()).where(TaskUrl.task_id == task.id, TaskUrl.state == UrlState.succeeded)
+    done = dict(
+        session.execute(
+            select(TaskUrl.state, func.count())
+            .where(TaskUrl.task_id == task.id, TaskUrl.state != UrlState.pending)
+            .group_by(TaskUrl.state)
+        ).all()
     )
-    not_done = task.url_count - int(succeeded or 0)
+    succeeded = int(done.get(UrlState.succeeded, 0))
+    not_done = task.url_count - succeeded
+    # workers refresh the counters in batches; the lock makes these the final figures
+    task.succeeded_count = succeeded
+    task.failed_count = int(done.get(UrlState.failed, 0))
     task.state = TaskState.cancelled
     task.finished_at = datetime.now(UTC)
     task.lease_owner = None
