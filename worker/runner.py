@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from common import accounting
 from common.config import Settings
 from common.db import session_scope
-from common.extraction import ExtractionRules, extract, item_count
+from common.extraction import ExtractionRules, PreparedRules, extract, item_count
 from common.models import Task, TaskState, TaskUrl, UrlState
 from common.results import page_key
 from common.storage import Storage, StorageError
@@ -182,7 +182,7 @@ class _Run:
         self.fetcher = runner.fetcher
         self.task_id = task_id
         self.owner = owner
-        self.rules = ExtractionRules.model_validate(claimed["rules"])
+        self.rules = PreparedRules(ExtractionRules.model_validate(claimed["rules"]))  # shorthands validated once
         self.options: dict[str, Any] = claimed["options"]
         self.attempt: int = claimed["attempts"]
         self.max_retries = int(self.options.get("retries", 2))
