@@ -3,18 +3,21 @@ so both enforce the same checks and produce the same messages."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from app.schemas.tasks import TaskCreate, TaskDetail, TaskOut
+from app.schemas.tasks import TaskCreate, TaskDetail, TaskOut, TaskUrlOut
 from common import accounting
 from common.config import Settings
+from common.extraction import ExtractionRules
 from common.models import Task, TaskState, TaskUrl, UrlState, User
 from common.netpolicy import ForbiddenTarget, NetworkPolicy
 from common.queue import enqueue_scrape, enqueue_webhook
@@ -151,6 +154,38 @@ def get_for_user(session: Session, user: User, task_id: uuid.UUID, with_urls: bo
     if with_urls:
         query = query.options(selectinload(Task.urls))
     return session.scalar(query)
+
+
+_DETAIL_COLUMNS = [getattr(Task, name) for name in sorted(TaskOut.model_fields.keys() - {"links"})]
+_URL_COLUMNS = [getattr(TaskUrl, name) for name in TaskUrlOut.model_fields]
+
+
+@lru_cache(maxsize=512)
+def _rules(canonical: str) -> ExtractionRules:
+    """Stored rules were validated at submit time; validate each distinct set once per process."""
+    return ExtractionRules.model_validate(json.loads(canonical))
+
+
+def detail_json(session: Session, user: User, task_id: uuid.UUID, base_url: str) -> bytes | None:
+    """The TaskDetail document of a task, serialised, from two column-only queries (no ORM
+    entities, no relationship loading); None if the user has no such task."""
+    row = session.execute(
+        select(*_DETAIL_COLUMNS, Task.rules, Task.options).where(Task.id == task_id, Task.user_id == user.id)
+    ).first()
+    if row is None:
+        return None
+    urls = session.execute(select(*_URL_COLUMNS).where(TaskUrl.task_id == task_id).order_by(TaskUrl.position)).all()
+    values = row._mapping
+    detail = TaskDetail.model_validate(
+        {
+            **{column.key: values[column.key] for column in _DETAIL_COLUMNS},
+            "links": task_links(base_url, task_id),
+            "extract": _rules(json.dumps(values["rules"], sort_keys=True)),
+            "options": {k: v for k, v in values["options"].items() if v is not None},
+            "urls": [dict(u._mapping) for u in urls],
+        }
+    )
+    return detail.model_dump_json().encode()
 
 
 def list_for_user(
