@@ -80,9 +80,11 @@ def list_tasks(
 ):
     """Your tasks, newest first."""
     items, total = crud.list_for_user(session, user, state or [], limit, offset)
-    return TaskPage(
+    page = TaskPage(
         items=[crud.to_out(t, settings.public_base_url) for t in items], total=total, limit=limit, offset=offset
     )
+    session.commit()  # release the connection before the response is validated in the threadpool
+    return page
 
 
 def _task_or_404(session: SessionDep, user: CurrentUser, task_id: uuid.UUID, with_urls: bool = False):
