@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from common import accounting
@@ -47,6 +47,7 @@ ACTIVE = (TaskState.queued, TaskState.running)
 # this many recorded URLs or this many seconds, and set exactly when the run ends.
 PROGRESS_EVERY = 20
 PROGRESS_INTERVAL = 1.0
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
 
 
 @dataclass(frozen=True)
@@ -351,14 +352,20 @@ class _Run:
     def _save(self, job: UrlJob, *, succeeded: bool, values: dict[str, Any], counts: bool = True) -> None:
         """Record a URL outcome if we still own the task.
 
-        One statement, no task-row write: the ``FOR SHARE`` lock on the task row (shared
-        with sibling threads, exclusive against cancel's ``FOR UPDATE``) orders the write
-        with a cancel, so each URL is either counted done or refunded. The progress
-        counters on the task row are refreshed in batches by ``_progress``."""
+        One statement, no task-row write: a ``FOR KEY SHARE`` lock on the task row orders
+        the write with a cancel (and ``_finish``), which take the row ``FOR UPDATE``, so each
+        URL is either counted done or refunded. It conflicts with nothing else: sibling
+        threads, the heartbeat and the progress flush do not wait for each other. The
+        progress counters on the task row are refreshed in batches by ``_progress``.
+
+        The commit does not wait for the WAL flush: losing it in a Postgres crash only
+        leaves the URL pending, to be fetched again under the same result key; cancel and
+        finish commit synchronously, which flushes every earlier outcome with them."""
         with session_scope(self.settings) as session:
+            session.execute(_ASYNC_COMMIT)
             written = session.execute(
                 update(TaskUrl)
-                .where(TaskUrl.id == job.id, TaskUrl.state == UrlState.pending, self._owned_for_share())
+                .where(TaskUrl.id == job.id, TaskUrl.state == UrlState.pending, self._owned_key_share())
                 .values(**values)
                 .returning(TaskUrl.id)
             ).first()
@@ -375,18 +382,19 @@ class _Run:
         if counts:
             self._progress.recorded()
 
-    def _owned_for_share(self) -> Any:
-        """``EXISTS`` our lease on the task row, taking a shared row lock on it."""
+    def _owned_key_share(self) -> Any:
+        """``EXISTS`` our lease on the task row, taking a key-share row lock on it."""
         return (
             select(Task.id)
             .where(Task.id == self.task_id, Task.lease_owner == self.owner, Task.state == TaskState.running)
-            .with_for_update(read=True)
+            .with_for_update(read=True, key_share=True)  # FOR KEY SHARE
             .exists()
         )
 
     def _flush_progress(self) -> None:
         """Set the task's counters from its recorded URLs (idempotent, so a lost flush heals)."""
         with session_scope(self.settings) as session:
+            session.execute(_ASYNC_COMMIT)  # progress only: recomputed by the next flush
             session.execute(
                 update(Task)
                 .where(Task.id == self.task_id, Task.lease_owner == self.owner, Task.state == TaskState.running)

@@ -194,3 +194,25 @@ def test_a_write_waits_for_a_cancel_in_progress_and_then_is_refused(client: Any,
     writer.join(timeout=20)
     assert result == {"outcome": "lease lost"}
     assert _states(task_id) == [UrlState.pending, UrlState.pending]
+
+
+def test_outcomes_in_flight_do_not_hold_up_the_heartbeat_or_a_progress_flush(client: Any, site: LocalSite) -> None:
+    """The lock an outcome takes on the task row (key share) must not make the lease
+    renewal or the counters' refresh (plain UPDATEs of the row) wait for it."""
+    _user, task_id = _submit(client, site, 2)
+    run = _claimed_run(task_id)
+    [job, _] = _jobs(task_id)
+    run._save(job, succeeded=True, values=_ok())
+    done = threading.Event()
+
+    def flush() -> None:
+        run._flush_progress()
+        done.set()
+
+    with session_scope() as in_flight:  # an outcome's transaction, not committed yet
+        assert in_flight.execute(select(run._owned_key_share())).scalar()
+        flusher = threading.Thread(target=flush)
+        flusher.start()
+        assert done.wait(20), "the progress flush waited for an outcome's row lock"
+    flusher.join(timeout=5)
+    assert _task(task_id).succeeded_count == 1
