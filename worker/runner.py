@@ -21,19 +21,21 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from common import accounting
 from common.config import Settings
-from common.db import session_scope
+from common.db import get_engine, session_scope
 from common.extraction import ExtractionRules, PreparedRules, extract, item_count
 from common.models import Task, TaskState, TaskUrl, UrlState
 from common.results import page_key
@@ -47,7 +49,6 @@ ACTIVE = (TaskState.queued, TaskState.running)
 # this many recorded URLs or this many seconds, and set exactly when the run ends.
 PROGRESS_EVERY = 20
 PROGRESS_INTERVAL = 1.0
-_ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,63 @@ class ProgressBatch:
             self._flushing.release()
 
 
+class OutcomeWriter:
+    """The connections that record URL outcomes: one per thread, kept for the whole run.
+
+    A pooled checkout per URL costs a ``pre_ping`` round trip and pool locking; a run
+    records up to a hundred outcomes per thread. The connections are set to commit
+    without waiting for the WAL flush (see ``_Run._save``), and that setting is reset
+    before they go back to the pool (a connection that cannot be reset is discarded)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._local = threading.local()
+        self._opened: list[Connection] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self.engine.connect()
+            conn.exec_driver_sql("SET synchronous_commit = off")
+            conn.commit()
+            self._local.conn = conn
+            with self._lock:
+                self._opened.append(conn)
+        try:
+            with conn.begin():
+                yield conn
+        except DBAPIError:
+            self._local.conn = None
+            _discard(conn)
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            if conn.closed:
+                continue
+            try:
+                if conn.in_transaction():
+                    conn.rollback()
+                conn.exec_driver_sql("RESET synchronous_commit")
+                conn.commit()
+                conn.close()
+            except Exception:
+                _discard(conn)
+
+
+def _discard(conn: Connection) -> None:
+    """Drop a connection instead of returning it to the pool."""
+    try:
+        conn.invalidate()
+        conn.close()
+    except Exception:
+        log.debug("closing a discarded connection failed", exc_info=True)
+
+
 class LeaseLost(Exception):
     """The task was cancelled or taken over while we worked on it."""
 
@@ -196,6 +254,7 @@ class _Run:
         self.stop = threading.Event()
         self.stop_reason = ""
         self.deferred = 0
+        self._writer = OutcomeWriter(get_engine(self.settings))
         self._progress = ProgressBatch(self._flush_progress, every=PROGRESS_EVERY, interval=PROGRESS_INTERVAL)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -216,6 +275,7 @@ class _Run:
         finally:
             self.stop.set()
             heartbeat.join(timeout=5)
+            self._writer.close()
         if self.stop_reason:
             log.info("task %s: run stopped: %s", self.task_id, self.stop_reason)
             return Outcome(done=True, reason=self.stop_reason)
@@ -361,8 +421,7 @@ class _Run:
         The commit does not wait for the WAL flush: losing it in a Postgres crash only
         leaves the URL pending, to be fetched again under the same result key; cancel and
         finish commit synchronously, which flushes every earlier outcome with them."""
-        with session_scope(self.settings) as session:
-            session.execute(_ASYNC_COMMIT)
+        with self._writer.transaction() as session:
             written = session.execute(
                 update(TaskUrl)
                 .where(TaskUrl.id == job.id, TaskUrl.state == UrlState.pending, self._owned_key_share())
@@ -393,8 +452,7 @@ class _Run:
 
     def _flush_progress(self) -> None:
         """Set the task's counters from its recorded URLs (idempotent, so a lost flush heals)."""
-        with session_scope(self.settings) as session:
-            session.execute(_ASYNC_COMMIT)  # progress only: recomputed by the next flush
+        with self._writer.transaction() as session:  # progress only: recomputed by the next flush
             session.execute(
                 update(Task)
                 .where(Task.id == self.task_id, Task.lease_owner == self.owner, Task.state == TaskState.running)

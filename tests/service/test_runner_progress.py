@@ -15,7 +15,7 @@ from svc_helpers import make_account
 from svc_site import LocalSite
 
 from common.config import get_settings
-from common.db import session_scope
+from common.db import get_engine, session_scope
 from common.models import Task, TaskState, TaskUrl, UrlState
 from common.storage import get_storage
 from worker.runner import LeaseLost, ProgressBatch, TaskRunner, UrlJob, _Run
@@ -83,13 +83,25 @@ def _submit(client: Any, site: LocalSite, n: int) -> tuple[Any, uuid.UUID]:
     return user, uuid.UUID(created.json()["id"])
 
 
+_RUNS: list[_Run] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_runs() -> Any:
+    yield
+    while _RUNS:
+        _RUNS.pop()._writer.close()  # what _Run.execute does at the end
+
+
 def _claimed_run(task_id: uuid.UUID) -> _Run:
     fetcher: Any = SimpleNamespace(proxies=SimpleNamespace(proxies=[]))
     runner = TaskRunner(get_settings(), get_storage(), fetcher)
     owner = f"test/{uuid.uuid4().hex[:8]}"
     claimed = runner._claim(task_id, owner)
     assert isinstance(claimed, dict), claimed
-    return _Run(runner, task_id, owner, claimed)
+    run = _Run(runner, task_id, owner, claimed)
+    _RUNS.append(run)
+    return run
 
 
 def _jobs(task_id: uuid.UUID) -> list[UrlJob]:
@@ -147,6 +159,23 @@ def test_cancel_sets_the_counters_and_later_outcomes_are_refused(client: Any, si
         run._save(jobs[1], succeeded=True, values=_ok())
     assert run.stop.is_set()
     assert _states(task_id) == [UrlState.succeeded, UrlState.pending, UrlState.pending]
+
+
+def test_outcome_connections_go_back_to_the_pool_as_they_came(client: Any, site: LocalSite) -> None:
+    """Outcomes commit without waiting for the WAL flush; that must not leak into the pool."""
+    _user, task_id = _submit(client, site, 1)
+    run = _claimed_run(task_id)
+    with run._writer.transaction() as conn:
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
+    run._writer.close()
+    engine = get_engine()
+    connections = [engine.connect() for _ in range(engine.pool.size() + 2)]  # every pooled one, and more
+    try:
+        at_default = "SELECT setting = reset_val FROM pg_settings WHERE name = 'synchronous_commit'"
+        assert {c.exec_driver_sql(at_default).scalar() for c in connections} == {True}
+    finally:
+        for c in connections:
+            c.close()
 
 
 def _waiting_for_a_lock(statement: str) -> bool:
