@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import random
 import socket
 import threading
@@ -125,40 +126,86 @@ class ProgressBatch:
 
 
 class OutcomeWriter:
-    """The connections that record URL outcomes: one per thread, kept for the whole run.
+    """The connections that record URL outcomes, kept for the whole run and shared by its
+    fetch threads (at most ``size``, so a run never takes more than its share of the
+    engine's pool, whatever ``scraper.concurrency`` is).
 
     A pooled checkout per URL costs a ``pre_ping`` round trip and pool locking; a run
     records up to a hundred outcomes per thread. The connections are set to commit
     without waiting for the WAL flush (see ``_Run._save``), and that setting is reset
     before they go back to the pool (a connection that cannot be reset is discarded)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, size: int) -> None:
         self.engine = engine
-        self._local = threading.local()
+        self.size = max(1, size)
+        self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
         self._opened: list[Connection] = []
+        self._count = 0  # opened or being opened
         self._lock = threading.Lock()
+
+    def _borrow(self) -> Connection:
+        wait = 0.0
+        while True:
+            try:
+                idle = self._idle.get(timeout=wait) if wait else self._idle.get_nowait()
+                if not idle.closed:
+                    return idle
+                continue  # closed by close(): not ours to use
+            except queue.Empty:
+                pass
+            with self._lock:
+                may_open = self._count < self.size
+                if may_open:
+                    self._count += 1
+            if may_open:
+                break
+            wait = 0.5  # every connection is busy: take the first one back (re-check now and then)
+        try:
+            conn = self.engine.connect()
+        except BaseException:
+            with self._lock:
+                self._count -= 1
+            raise
+        with self._lock:
+            self._opened.append(conn)
+        try:
+            conn.exec_driver_sql("SET synchronous_commit = off")
+            conn.commit()
+        except BaseException:
+            self._forget(conn)
+            raise
+        return conn
+
+    def _forget(self, conn: Connection) -> None:
+        with self._lock:
+            if conn in self._opened:
+                self._opened.remove(conn)
+                self._count -= 1
+        _discard(conn)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.invalidated:
-            conn = self.engine.connect()
-            conn.exec_driver_sql("SET synchronous_commit = off")
-            conn.commit()
-            self._local.conn = conn
-            with self._lock:
-                self._opened.append(conn)
+        conn = self._borrow()
         try:
             with conn.begin():
                 yield conn
         except DBAPIError:
-            self._local.conn = None
-            _discard(conn)
+            self._forget(conn)  # a broken connection is not handed out again
             raise
+        except BaseException:
+            self._idle.put(conn)
+            raise
+        self._idle.put(conn)
+
+    @property
+    def opened(self) -> int:
+        with self._lock:
+            return len(self._opened)
 
     def close(self) -> None:
         with self._lock:
             opened, self._opened = self._opened, []
+            self._count -= len(opened)
         for conn in opened:
             if conn.closed:
                 continue
@@ -254,7 +301,10 @@ class _Run:
         self.stop = threading.Event()
         self.stop_reason = ""
         self.deferred = 0
-        self._writer = OutcomeWriter(get_engine(self.settings))
+        # a share of the engine's pool (pool_size of its pool_size + overflow), at most one per thread
+        self._writer = OutcomeWriter(
+            get_engine(self.settings), min(self.settings.scraper_concurrency, self.settings.database_pool_size)
+        )
         self._progress = ProgressBatch(self._flush_progress, every=PROGRESS_EVERY, interval=PROGRESS_INTERVAL)
 
     # --- lifecycle ------------------------------------------------------------------------

@@ -245,3 +245,32 @@ def test_outcomes_in_flight_do_not_hold_up_the_heartbeat_or_a_progress_flush(cli
         assert done.wait(20), "the progress flush waited for an outcome's row lock"
     flusher.join(timeout=5)
     assert _task(task_id).succeeded_count == 1
+
+
+def test_fetch_threads_share_a_bounded_set_of_outcome_connections(service_env: dict[str, str]) -> None:
+    from worker.runner import OutcomeWriter
+
+    writer = OutcomeWriter(get_engine(), size=2)
+    busy, peak, lock = 0, 0, threading.Lock()
+
+    def work() -> None:
+        nonlocal busy, peak
+        for _ in range(5):
+            with writer.transaction() as conn:
+                with lock:
+                    busy += 1
+                    peak = max(peak, busy)
+                assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+                time.sleep(0.01)
+                with lock:
+                    busy -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    assert writer.opened == 2 and peak == 2
+    writer.close()
+    assert writer.opened == 0
