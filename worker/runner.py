@@ -127,8 +127,8 @@ class ProgressBatch:
 
 class OutcomeWriter:
     """The connections that record URL outcomes, kept for the whole run and shared by its
-    fetch threads (at most ``size``, so a run never takes more than its share of the
-    engine's pool, whatever ``scraper.concurrency`` is).
+    fetch threads (at most ``size``, so a high ``scraper.concurrency`` cannot take the
+    whole engine pool).
 
     A pooled checkout per URL costs a ``pre_ping`` round trip and pool locking; a run
     records up to a hundred outcomes per thread. The connections are set to commit
@@ -301,9 +301,11 @@ class _Run:
         self.stop = threading.Event()
         self.stop_reason = ""
         self.deferred = 0
-        # a share of the engine's pool (pool_size of its pool_size + overflow), at most one per thread
+        # one per fetch thread, but leave 3 of the engine's pool_size + 2 x pool_size overflow
+        # (common/db.py) to the heartbeat, the reaper and the end of the run
+        engine_max = 3 * self.settings.database_pool_size
         self._writer = OutcomeWriter(
-            get_engine(self.settings), min(self.settings.scraper_concurrency, self.settings.database_pool_size)
+            get_engine(self.settings), min(self.settings.scraper_concurrency, max(1, engine_max - 3))
         )
         self._progress = ProgressBatch(self._flush_progress, every=PROGRESS_EVERY, interval=PROGRESS_INTERVAL)
 
