@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from common.config import get_settings
-from common.models import LedgerKind, Plan, Task, UsageEntry, User
+from common.models import CreditBalance, LedgerKind, Plan, Task, UsageEntry, User
 
 
 def period_of(moment: datetime | None = None) -> str:
@@ -62,13 +62,21 @@ class CreditStatus:
 
 def credit_status(session: Session, user: User) -> CreditStatus:
     period = period_of()
-    spent = session.scalar(
-        select(func.coalesce(func.sum(UsageEntry.credits), 0)).where(
-            UsageEntry.user_id == user.id, UsageEntry.period == period
-        )
+    used = session.scalar(
+        select(CreditBalance.used).where(CreditBalance.user_id == user.id, CreditBalance.period == period)
     )
     plan = effective_plan(session, user)
-    return CreditStatus(plan=plan, period=period, included=plan.monthly_credits, used=-int(spent or 0))
+    return CreditStatus(plan=plan, period=period, included=plan.monthly_credits, used=int(used or 0))
+
+
+def ledger_used(session: Session, user_id: uuid.UUID, period: str) -> int:
+    """Credits used in a period according to the ledger itself (the balance must agree)."""
+    spent = session.scalar(
+        select(func.coalesce(func.sum(UsageEntry.credits), 0)).where(
+            UsageEntry.user_id == user_id, UsageEntry.period == period
+        )
+    )
+    return -int(spent or 0)
 
 
 def _record(session: Session, task: Task, kind: LedgerKind, credits: int, note: str) -> bool:
@@ -92,6 +100,26 @@ def _record(session: Session, task: Task, kind: LedgerKind, credits: int, note: 
 def charge(session: Session, task: Task) -> bool:
     task.credits_charged = task.url_count
     return _record(session, task, LedgerKind.charge, -task.url_count, f"{task.url_count} URL(s)")
+
+
+def charge_within(session: Session, task: Task, included: int) -> bool:
+    """Charge a new task if the period's usage stays within ``included``; the caller rolls
+    back on False.
+
+    The ledger insert makes the database trigger add the credits to the account's
+    ``credit_balances`` row, locking it until the caller commits: concurrent submissions of
+    an account queue there, and each sees the charges committed before it, so two requests
+    cannot both spend the last credits. No account-wide lock, no ledger sum. Call it late
+    in the transaction (the lock lasts until the commit)."""
+    if task.url_count > included:
+        return False
+    charge(session, task)
+    used = session.scalar(
+        select(CreditBalance.used).where(
+            CreditBalance.user_id == task.user_id, CreditBalance.period == period_of(task.created_at)
+        )
+    )
+    return used is not None and used <= included
 
 
 def refund(session: Session, task: Task, credits: int, note: str) -> bool:

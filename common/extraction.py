@@ -204,19 +204,48 @@ def _apply(scope: Selector, rule: FieldRule, base_url: str) -> Any:
     return values if rule.many else (values[0] if values else None)
 
 
-def _apply_fields(scope: Selector, fields: dict[str, FieldRule | str], base_url: str) -> dict[str, Any]:
+def _apply_fields(
+    scope: Selector, fields: dict[str, FieldRule] | dict[str, FieldRule | str], base_url: str
+) -> dict[str, Any]:
     return {name: _apply(scope, as_rule(rule), base_url) for name, rule in fields.items()}
 
 
-def extract(html: str, url: str, rules: ExtractionRules) -> dict[str, Any]:
+class PreparedRules:
+    """A task's rules with every shorthand turned into a validated ``FieldRule``, once.
+
+    Build it once per task (``prepare``) and pass it to ``extract``/``item_count`` for each
+    page: validating a shorthand compiles its selector, which is too slow per element."""
+
+    __slots__ = ("explode", "fields")
+
+    def __init__(self, rules: ExtractionRules) -> None:
+        self.fields: dict[str, FieldRule] = _prepared(rules.fields)
+        self.explode: str | None = csv_explode_field(rules)
+
+
+def _prepared(fields: dict[str, FieldRule | str]) -> dict[str, FieldRule]:
+    out: dict[str, FieldRule] = {}
+    for name, raw in fields.items():
+        rule = as_rule(raw)
+        if rule.fields:
+            rule = rule.model_copy(update={"fields": _prepared(rule.fields)})
+        out[name] = rule
+    return out
+
+
+def prepare(rules: ExtractionRules | PreparedRules) -> PreparedRules:
+    return rules if isinstance(rules, PreparedRules) else PreparedRules(rules)
+
+
+def extract(html: str, url: str, rules: ExtractionRules | PreparedRules) -> dict[str, Any]:
     """Apply every rule to a page; missing matches give None (or [] for lists)."""
     page = Selector(text=html, base_url=url)
-    return _apply_fields(page, rules.fields, url)
+    return _apply_fields(page, prepare(rules).fields, url)
 
 
-def item_count(data: dict[str, Any], rules: ExtractionRules) -> int:
+def item_count(data: dict[str, Any], rules: ExtractionRules | PreparedRules) -> int:
     """Rows this page contributes to the CSV export."""
-    explode = csv_explode_field(rules)
+    explode = rules.explode if isinstance(rules, PreparedRules) else csv_explode_field(rules)
     if explode is None:
         return 1
     return len(data.get(explode) or [])

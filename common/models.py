@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     DateTime,
     Enum,
@@ -18,7 +19,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -124,6 +127,12 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_user_created", "user_id", "created_at"),
         Index("ix_tasks_state", "state"),
+        # the per-account active-task limit counts these at every submission
+        Index(
+            "ix_tasks_user_active",
+            "user_id",
+            postgresql_where=text("state IN ('queued', 'running')"),
+        ),
         UniqueConstraint("user_id", "idempotency_key", name="uq_tasks_user_idempotency_key"),
     )
 
@@ -200,6 +209,18 @@ class UsageEntry(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class CreditBalance(Base):
+    """Credits used per account and period: the ledger's sum, kept equal to it by a trigger
+    on ``usage_ledger`` (migration 0002, ``BALANCE_DDL`` below), so a submission checks one
+    row instead of summing the ledger."""
+
+    __tablename__ = "credit_balances"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True, doc="YYYY-MM")
+    used: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class WebhookEvent(Base):
     """Incoming billing webhooks, keyed by provider event id so redeliveries are no-ops."""
 
@@ -211,3 +232,28 @@ class WebhookEvent(Base):
     payload: Mapped[dict[str, Any]]
     outcome: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+# The trigger that keeps credit_balances equal to the ledger's sums (also created by
+# Base.metadata.create_all, for databases built without migrations).
+BALANCE_DDL = (
+    """
+CREATE OR REPLACE FUNCTION credit_balances_follow_ledger() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        UPDATE credit_balances SET used = used + OLD.credits
+        WHERE user_id = OLD.user_id AND period = OLD.period;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO credit_balances (user_id, period, used) VALUES (NEW.user_id, NEW.period, -NEW.credits)
+        ON CONFLICT (user_id, period) DO UPDATE SET used = credit_balances.used - NEW.credits;
+    END IF;
+    RETURN NULL;
+END
+$$
+""",
+    "CREATE TRIGGER usage_ledger_balance AFTER INSERT OR UPDATE OR DELETE ON usage_ledger "
+    "FOR EACH ROW EXECUTE FUNCTION credit_balances_follow_ledger()",
+)
+for _statement in BALANCE_DDL:
+    event.listen(UsageEntry.__table__, "after_create", DDL(_statement).execute_if(dialect="postgresql"))

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -42,9 +45,46 @@ def _describe(ip: IPAddress) -> str:
     return "non-public"
 
 
+class DnsCache:
+    """A small TTL + LRU cache of ``getaddrinfo`` answers (addresses only, never a verdict).
+
+    The scraper resolves the same few hosts for every URL and again for every new
+    connection; a few seconds of caching removes those lookups. Callers still check every
+    cached address against the policy on each use. Lookup errors are not cached."""
+
+    def __init__(self, ttl: float = 30.0, size: int = 1024, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._clock = clock
+        self._entries: OrderedDict[tuple[str, int], tuple[float, list[str]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def lookup(self, host: str, port: int) -> list[str]:
+        key = (host.lower(), port)
+        now = self._clock()
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and hit[0] > now:
+                self._entries.move_to_end(key)
+                return list(hit[1])
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise OSError(f"cannot resolve {host}: {exc.strerror}") from exc
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if self.ttl > 0:
+            with self._lock:
+                self._entries[key] = (now + self.ttl, addresses)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+        return list(addresses)
+
+
 @dataclass(frozen=True)
 class NetworkPolicy:
     allowed_networks: Sequence[IPNetwork] = ()
+    dns: DnsCache = field(default_factory=DnsCache, compare=False, repr=False)
 
     def check_ip(self, ip: IPAddress | str, host: str | None = None) -> None:
         addr = _normalize(ipaddress.ip_address(ip) if isinstance(ip, str) else ip)
@@ -63,12 +103,8 @@ class NetworkPolicy:
         if literal is not None:
             self.check_ip(literal, host)
             return [str(literal)]
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise OSError(f"cannot resolve {host}: {exc.strerror}") from exc
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        for addr in addresses:
+        addresses = self.dns.lookup(host, port)
+        for addr in addresses:  # checked on every use, cached or not
             self.check_ip(addr.split("%")[0], host)
         return addresses
 

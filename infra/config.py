@@ -253,6 +253,16 @@ class ScraperSettings(_Model):
     _cidrs = field_validator("allowed_networks")(lambda v: tuple(_check_cidr(c) for c in v))
 
 
+class EntrySettings(_Model):
+    """The nginx entry (phases 0-2): per-client-address request limit in front of the API.
+
+    Every client behind one NAT address shares it. ``rateLimitPerSecond: 0`` turns it off
+    (the API's per-account limits still apply)."""
+
+    rate_limit_per_second: int = Field(50, ge=0, le=100_000)
+    rate_limit_burst: int = Field(100, ge=0, le=1_000_000)
+
+
 class LocalSettings(_Model):
     """Ports the local stack publishes on 127.0.0.1 (nothing is published elsewhere)."""
 
@@ -285,6 +295,7 @@ class Settings(_Model):
     billing: BillingSettings = BillingSettings()
     alerts: AlertSettings = AlertSettings()
     local: LocalSettings = LocalSettings()
+    entry: EntrySettings = EntrySettings()
     scraper: ScraperSettings = ScraperSettings()
     monthly_budget: float | None = Field(None, gt=0)
     # Bump to roll the app and workers onto fresh containers without a code change.

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,38 +166,79 @@ return 1
 """
 
 
-class DomainLimiter:
-    """At most N requests in flight per domain and a minimum gap between them, across workers."""
+_RELEASE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('RPUSH', KEYS[2], '1')
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[3]))
+return 1
+"""
 
-    def __init__(self, client: redis.Redis, concurrency: int, delay_ms: int) -> None:
+
+class DomainLimiter:
+    """At most N requests in flight per domain and a minimum gap between them, across workers.
+
+    Redis (the ``_ACQUIRE`` script) is the only authority on slots, so the limits are exact
+    across processes. Waiting is cheap:
+    - threads of one process queue on a local semaphore (at most N of them ask Redis);
+    - a release pushes a wake-up token on the domain's ``free`` list, and waiters block on
+      it with ``BLPOP`` instead of polling; a woken waiter retries the acquire script. The
+      list is capped at N tokens and expires, and a missed or stale token only costs one
+      retry or a ``fallback_poll`` timeout.
+    """
+
+    def __init__(self, client: redis.Redis, concurrency: int, delay_ms: int, fallback_poll: float = 0.25) -> None:
         self.redis = client
         self.concurrency = concurrency
         self.delay_ms = delay_ms
+        self.fallback_poll = fallback_poll
         self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+        self._local: dict[str, threading.BoundedSemaphore] = {}
+        self._local_lock = threading.Lock()
+
+    def _gate(self, domain: str) -> threading.BoundedSemaphore:
+        with self._local_lock:
+            gate = self._local.get(domain)
+            if gate is None:
+                gate = self._local[domain] = threading.BoundedSemaphore(self.concurrency)
+            return gate
 
     @contextmanager
     def slot(self, domain: str, lease_seconds: float, max_wait: float) -> Iterator[None]:
         keys = [f"selextract:domain:{domain}:slots", f"selextract:domain:{domain}:gap"]
+        free = f"selextract:domain:{domain}:free"
         token = uuid.uuid4().hex
         deadline = time.monotonic() + max_wait
-        while True:
-            got = int(
-                self._acquire(keys=keys, args=[int(lease_seconds * 1000), self.concurrency, self.delay_ms, token])
-            )
-            if got == 1:
-                break
-            if time.monotonic() >= deadline:
-                raise FetchError(
-                    "politeness_wait", f"waited {max_wait:.0f}s for a free slot on {domain}", retryable=True
-                )
-            time.sleep(min(0.5, max(0.02, -got / 1000 if got < 0 else 0.05)))
+        lease_ms = int(lease_seconds * 1000)
+
+        def timed_out() -> FetchError:
+            return FetchError("politeness_wait", f"waited {max_wait:.0f}s for a free slot on {domain}", retryable=True)
+
+        gate = self._gate(domain)
+        if not gate.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise timed_out()
         try:
-            yield
-        finally:
+            while True:
+                got = int(self._acquire(keys=keys, args=[lease_ms, self.concurrency, self.delay_ms, token]))
+                if got == 1:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise timed_out()
+                if got < 0:  # slots free, but the gap since the last request is not over
+                    time.sleep(min(left, max(0.001, -got / 1000)))
+                else:  # every slot taken: sleep until one is released (or the fallback poll)
+                    self.redis.blpop([free], timeout=max(0.01, min(left, self.fallback_poll)))
             try:
-                self.redis.zrem(keys[0], token)
-            except redis.RedisError:
-                log.warning("could not release the politeness slot on %s (it expires on its own)", domain)
+                yield
+            finally:
+                try:
+                    self._release(keys=[keys[0], free], args=[token, self.concurrency, max(lease_ms, 1000)])
+                except redis.RedisError:
+                    log.warning("could not release the politeness slot on %s (it expires on its own)", domain)
+        finally:
+            gate.release()
 
 
 # --- robots.txt ---------------------------------------------------------------------------
@@ -206,10 +247,21 @@ class DomainLimiter:
 class RobotsCache:
     """robots.txt per origin, cached in Redis so workers fetch it once per hour, not per page."""
 
-    def __init__(self, fetcher: Fetcher, client: redis.Redis, ttl: int) -> None:
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        client: redis.Redis,
+        ttl: int,
+        local_ttl: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.fetcher = fetcher
         self.redis = client
         self.ttl = ttl
+        # records also kept in-process for a minute, so a page costs no Redis round trip
+        self.local_ttl = min(float(ttl), local_ttl)
+        self._clock = clock
+        self._records: dict[str, tuple[float, dict[str, str]]] = {}
         self._local: dict[str, tuple[str, Protego]] = {}
         self._lock = threading.Lock()
 
@@ -234,6 +286,20 @@ class RobotsCache:
             return cached[1]
 
     def _record(self, origin: str, options: FetchOptions) -> dict[str, str]:
+        now = self._clock()
+        with self._lock:
+            hit = self._records.get(origin)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        record = self._shared_record(origin, options)
+        local_ttl = self.local_ttl if record["kind"] != "unreachable" else min(self.local_ttl, 5.0)
+        with self._lock:
+            if len(self._records) >= 4096:  # many origins: start over rather than grow
+                self._records.clear()
+            self._records[origin] = (now + local_ttl, record)
+        return record
+
+    def _shared_record(self, origin: str, options: FetchOptions) -> dict[str, str]:
         key = f"selextract:robots:{origin}"
         raw = self.redis.get(key)
         if raw is not None:

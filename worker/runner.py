@@ -15,24 +15,29 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import random
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from common import accounting
 from common.config import Settings
-from common.db import session_scope
-from common.extraction import ExtractionRules, extract, item_count
+from common.db import get_engine, session_scope
+from common.extraction import ExtractionRules, PreparedRules, extract, item_count
 from common.models import Task, TaskState, TaskUrl, UrlState
 from common.results import page_key
 from common.storage import Storage, StorageError
@@ -41,6 +46,10 @@ from worker.fetch import Fetcher, FetchError, FetchOptions
 log = logging.getLogger(__name__)
 MAX_TASK_ATTEMPTS = 25
 ACTIVE = (TaskState.queued, TaskState.running)
+# The task's succeeded/failed counters are progress for the API; they are refreshed after
+# this many recorded URLs or this many seconds, and set exactly when the run ends.
+PROGRESS_EVERY = 20
+PROGRESS_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,165 @@ class UrlJob:
     position: int
     url: str
     attempts: int
+
+
+class ProgressBatch:
+    """Runs ``flush`` after every ``every`` recorded outcomes, or on the first outcome
+    ``interval`` seconds after the last flush, instead of once per URL.
+
+    Thread-safe; one flush at a time (a thread that finds a flush running leaves the
+    count for the next one). ``flush`` must be idempotent: it sets the counters from the
+    recorded rows rather than adding to them, so a failed or skipped flush heals."""
+
+    def __init__(
+        self,
+        flush: Callable[[], None],
+        every: int = 20,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._flush = flush
+        self.every = every
+        self.interval = interval
+        self._clock = clock
+        self._pending = 0
+        self._last = clock()
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return self._pending
+
+    def recorded(self) -> None:
+        with self._lock:
+            self._pending += 1
+            due = self._pending >= self.every or self._clock() - self._last >= self.interval
+        if due:
+            self.flush(wait=False)
+
+    def flush(self, wait: bool = True) -> None:
+        """Flush now if anything is pending (``wait=False``: unless a flush is running)."""
+        if not self._flushing.acquire(blocking=wait):
+            return
+        try:
+            with self._lock:
+                pending, self._pending = self._pending, 0
+                self._last = self._clock()
+            if not pending:
+                return
+            try:
+                self._flush()
+            except Exception:  # progress is informational; the next flush or _finish sets it right
+                log.exception("progress flush failed")
+                with self._lock:
+                    self._pending += pending
+        finally:
+            self._flushing.release()
+
+
+class OutcomeWriter:
+    """The connections that record URL outcomes, kept for the whole run and shared by its
+    fetch threads (at most ``size``, so a high ``scraper.concurrency`` cannot take the
+    whole engine pool).
+
+    A pooled checkout per URL costs a ``pre_ping`` round trip and pool locking; a run
+    records up to a hundred outcomes per thread. The connections are set to commit
+    without waiting for the WAL flush (see ``_Run._save``), and that setting is reset
+    before they go back to the pool (a connection that cannot be reset is discarded)."""
+
+    def __init__(self, engine: Engine, size: int) -> None:
+        self.engine = engine
+        self.size = max(1, size)
+        self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
+        self._opened: list[Connection] = []
+        self._count = 0  # opened or being opened
+        self._lock = threading.Lock()
+
+    def _borrow(self) -> Connection:
+        wait = 0.0
+        while True:
+            try:
+                idle = self._idle.get(timeout=wait) if wait else self._idle.get_nowait()
+                if not idle.closed:
+                    return idle
+                continue  # closed by close(): not ours to use
+            except queue.Empty:
+                pass
+            with self._lock:
+                may_open = self._count < self.size
+                if may_open:
+                    self._count += 1
+            if may_open:
+                break
+            wait = 0.5  # every connection is busy: take the first one back (re-check now and then)
+        try:
+            conn = self.engine.connect()
+        except BaseException:
+            with self._lock:
+                self._count -= 1
+            raise
+        with self._lock:
+            self._opened.append(conn)
+        try:
+            conn.exec_driver_sql("SET synchronous_commit = off")
+            conn.commit()
+        except BaseException:
+            self._forget(conn)
+            raise
+        return conn
+
+    def _forget(self, conn: Connection) -> None:
+        with self._lock:
+            if conn in self._opened:
+                self._opened.remove(conn)
+                self._count -= 1
+        _discard(conn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        conn = self._borrow()
+        try:
+            with conn.begin():
+                yield conn
+        except DBAPIError:
+            self._forget(conn)  # a broken connection is not handed out again
+            raise
+        except BaseException:
+            self._idle.put(conn)
+            raise
+        self._idle.put(conn)
+
+    @property
+    def opened(self) -> int:
+        with self._lock:
+            return len(self._opened)
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+            self._count -= len(opened)
+        for conn in opened:
+            if conn.closed:
+                continue
+            try:
+                if conn.in_transaction():
+                    conn.rollback()
+                conn.exec_driver_sql("RESET synchronous_commit")
+                conn.commit()
+                conn.close()
+            except Exception:
+                _discard(conn)
+
+
+def _discard(conn: Connection) -> None:
+    """Drop a connection instead of returning it to the pool."""
+    try:
+        conn.invalidate()
+        conn.close()
+    except Exception:
+        log.debug("closing a discarded connection failed", exc_info=True)
 
 
 class LeaseLost(Exception):
@@ -120,7 +288,7 @@ class _Run:
         self.fetcher = runner.fetcher
         self.task_id = task_id
         self.owner = owner
-        self.rules = ExtractionRules.model_validate(claimed["rules"])
+        self.rules = PreparedRules(ExtractionRules.model_validate(claimed["rules"]))  # shorthands validated once
         self.options: dict[str, Any] = claimed["options"]
         self.attempt: int = claimed["attempts"]
         self.max_retries = int(self.options.get("retries", 2))
@@ -133,6 +301,13 @@ class _Run:
         self.stop = threading.Event()
         self.stop_reason = ""
         self.deferred = 0
+        # one per fetch thread, but leave 3 of the engine's pool_size + 2 x pool_size overflow
+        # (common/db.py) to the heartbeat, the reaper and the end of the run
+        engine_max = 3 * self.settings.database_pool_size
+        self._writer = OutcomeWriter(
+            get_engine(self.settings), min(self.settings.scraper_concurrency, max(1, engine_max - 3))
+        )
+        self._progress = ProgressBatch(self._flush_progress, every=PROGRESS_EVERY, interval=PROGRESS_INTERVAL)
 
     # --- lifecycle ------------------------------------------------------------------------
     def execute(self) -> Outcome:
@@ -152,6 +327,7 @@ class _Run:
         finally:
             self.stop.set()
             heartbeat.join(timeout=5)
+            self._writer.close()
         if self.stop_reason:
             log.info("task %s: run stopped: %s", self.task_id, self.stop_reason)
             return Outcome(done=True, reason=self.stop_reason)
@@ -185,6 +361,8 @@ class _Run:
                 continue
             if renewed is None:
                 self._halt("task cancelled or taken over by another run")
+            else:
+                self._progress.flush(wait=False)
 
     def _pending(self) -> list[UrlJob]:
         with session_scope(self.settings) as session:
@@ -284,29 +462,57 @@ class _Run:
         self._save(job, succeeded=False, values=values, counts=final)
 
     def _save(self, job: UrlJob, *, succeeded: bool, values: dict[str, Any], counts: bool = True) -> None:
-        """Record a URL outcome if we still own the task; the task row lock orders us with cancel."""
-        with session_scope(self.settings) as session:
-            counters: dict[str, Any] = {}
-            if counts:
-                column = "succeeded_count" if succeeded else "failed_count"
-                counters[column] = getattr(Task, column) + 1
-            owned = session.execute(
-                update(Task)
-                .where(Task.id == self.task_id, Task.lease_owner == self.owner, Task.state == TaskState.running)
-                .values(**counters, lease_owner=self.owner)
-                .returning(Task.id)
-            ).first()
-            if owned is None:
-                self._halt("task cancelled or taken over by another run")
-                raise LeaseLost()
+        """Record a URL outcome if we still own the task.
+
+        One statement, no task-row write: a ``FOR KEY SHARE`` lock on the task row orders
+        the write with a cancel (and ``_finish``), which take the row ``FOR UPDATE``, so each
+        URL is either counted done or refunded. It conflicts with nothing else: sibling
+        threads, the heartbeat and the progress flush do not wait for each other. The
+        progress counters on the task row are refreshed in batches by ``_progress``.
+
+        The commit does not wait for the WAL flush: losing it in a Postgres crash only
+        leaves the URL pending, to be fetched again under the same result key; cancel and
+        finish commit synchronously, which flushes every earlier outcome with them."""
+        with self._writer.transaction() as session:
             written = session.execute(
                 update(TaskUrl)
-                .where(TaskUrl.id == job.id, TaskUrl.state == UrlState.pending)
+                .where(TaskUrl.id == job.id, TaskUrl.state == UrlState.pending, self._owned_key_share())
                 .values(**values)
                 .returning(TaskUrl.id)
             ).first()
-            if written is None:  # already recorded by an earlier run: keep the first outcome
-                session.rollback()
+            if written is None:
+                owned = session.execute(
+                    select(Task.id).where(
+                        Task.id == self.task_id, Task.lease_owner == self.owner, Task.state == TaskState.running
+                    )
+                ).first()
+                if owned is None:
+                    self._halt("task cancelled or taken over by another run")
+                    raise LeaseLost()
+                return  # already recorded by an earlier run: keep the first outcome
+        if counts:
+            self._progress.recorded()
+
+    def _owned_key_share(self) -> Any:
+        """``EXISTS`` our lease on the task row, taking a key-share row lock on it."""
+        return (
+            select(Task.id)
+            .where(Task.id == self.task_id, Task.lease_owner == self.owner, Task.state == TaskState.running)
+            .with_for_update(read=True, key_share=True)  # FOR KEY SHARE
+            .exists()
+        )
+
+    def _flush_progress(self) -> None:
+        """Set the task's counters from its recorded URLs (idempotent, so a lost flush heals)."""
+        with self._writer.transaction() as session:  # progress only: recomputed by the next flush
+            session.execute(
+                update(Task)
+                .where(Task.id == self.task_id, Task.lease_owner == self.owner, Task.state == TaskState.running)
+                .values(
+                    succeeded_count=_url_count(self.task_id, UrlState.succeeded),
+                    failed_count=_url_count(self.task_id, UrlState.failed),
+                )
+            )
 
     # --- end of a run ---------------------------------------------------------------------
     def _backoff(self) -> float:
@@ -319,6 +525,8 @@ class _Run:
                 update(Task)
                 .where(Task.id == self.task_id, Task.lease_owner == self.owner)
                 .values(
+                    succeeded_count=_url_count(self.task_id, UrlState.succeeded),
+                    failed_count=_url_count(self.task_id, UrlState.failed),
                     lease_owner=None,
                     lease_expires_at=None,
                     retry_at=func.now() + timedelta(seconds=countdown),
@@ -353,6 +561,16 @@ class _Run:
         log.info("task %s: %s", self.task_id, outcome["summary"] or "all URLs succeeded")
         if webhook:
             _send_webhook_soon(self.task_id)
+
+
+def _url_count(task_id: uuid.UUID, state: UrlState) -> Any:
+    """Scalar subquery: how many of the task's URLs are in ``state``."""
+    return (
+        select(func.count())
+        .select_from(TaskUrl)
+        .where(TaskUrl.task_id == task_id, TaskUrl.state == state)
+        .scalar_subquery()
+    )
 
 
 def _tally(session: Session, task: Task) -> dict[str, Any]:

@@ -51,12 +51,12 @@ def current_user(
             "Missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' (create keys in the console)",
             headers=challenge,
         )
-    key = api_keys.authenticate(session, secret)
-    if key is None:
+    user = api_keys.authenticate_user(session, secret)
+    if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Invalid or revoked API key", headers=challenge)
-    session.commit()
-    request.state.user_id = key.user_id
-    return key.user
+    session.commit()  # also ends the transaction: no pooled connection is held between dependencies
+    request.state.user_id = user.id
+    return user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

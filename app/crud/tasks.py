@@ -3,18 +3,22 @@ so both enforce the same checks and produce the same messages."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from app.schemas.tasks import TaskCreate, TaskDetail, TaskOut
+from app.schemas.tasks import TaskCreate, TaskDetail, TaskOut, TaskUrlOut
 from common import accounting
 from common.config import Settings
+from common.extraction import ExtractionRules
 from common.models import Task, TaskState, TaskUrl, UrlState, User
 from common.netpolicy import ForbiddenTarget, NetworkPolicy
 from common.queue import enqueue_scrape, enqueue_webhook
@@ -69,28 +73,38 @@ def _check_deployment(settings: Settings, body: TaskCreate) -> None:
             raise TaskRejected(422, f"{url}: {exc}", loc) from None
 
 
-def _check_quota(session: Session, user: User, urls: int) -> None:
-    status = accounting.credit_status(session, user)
+def _reject_active(active: int, plan: Any) -> TaskRejected:
+    return TaskRejected(
+        429,
+        f"{active} of your tasks are queued or running, the most the {plan.name} plan allows; "
+        "submit more when one finishes",
+        retry_after=30,
+    )
+
+
+def _reject_credits(status: accounting.CreditStatus, urls: int) -> TaskRejected:
     plan = status.plan
-    active = session.scalar(
+    return TaskRejected(
+        402,
+        f"Out of credits: this task needs {urls} credit(s), one per URL, and your {plan.name} plan has "
+        f"{status.remaining} of {status.included} left for {status.period} (resets "
+        f"{status.resets_at:%Y-%m-%d}). Upgrade your plan or submit fewer URLs.",
+    )
+
+
+def _active_tasks(session: Session, user: User, besides: uuid.UUID | None = None) -> int:
+    query = (
         select(func.count())
         .select_from(Task)
         .where(Task.user_id == user.id, Task.state.in_([TaskState.queued, TaskState.running]))
     )
-    if active is not None and active >= plan.max_concurrent_tasks:
-        raise TaskRejected(
-            429,
-            f"{active} of your tasks are queued or running, the most the {plan.name} plan allows; "
-            "submit more when one finishes",
-            retry_after=30,
-        )
-    if status.remaining < urls:
-        raise TaskRejected(
-            402,
-            f"Out of credits: this task needs {urls} credit(s), one per URL, and your {plan.name} plan has "
-            f"{status.remaining} of {status.included} left for {status.period} (resets "
-            f"{status.resets_at:%Y-%m-%d}). Upgrade your plan or submit fewer URLs.",
-        )
+    if besides is not None:
+        query = query.where(Task.id != besides)
+    return int(session.scalar(query) or 0)
+
+
+def _existing(session: Session, user: User, idempotency_key: str) -> Task | None:
+    return session.scalar(select(Task).where(Task.user_id == user.id, Task.idempotency_key == idempotency_key))
 
 
 def submit(
@@ -101,16 +115,19 @@ def submit(
     idempotency_key: str | None = None,
 ) -> tuple[Task, bool]:
     """Check, charge and queue a task; returns (task, created). Commits, then sends the
-    queue message. A repeated Idempotency-Key returns the task it created the first time."""
+    queue message. A repeated Idempotency-Key returns the task it created the first time.
+
+    No account-wide lock and no ledger sum: the task rows are written first, then the
+    charge (``accounting.charge_within``) locks the account's balance row until the commit
+    right after. That orders concurrent submissions of the account, so they cannot
+    overspend, and makes the active-task count that follows see the ones before it."""
     _check_deployment(settings, body)
-    # one submission per account at a time, so two requests cannot both spend the last credits
-    session.execute(select(User.id).where(User.id == user.id).with_for_update())
     if idempotency_key:
-        existing = session.scalar(select(Task).where(Task.user_id == user.id, Task.idempotency_key == idempotency_key))
+        existing = _existing(session, user, idempotency_key)
         if existing is not None:
-            session.rollback()
             return existing, False
-    _check_quota(session, user, len(body.urls))
+    plan = accounting.effective_plan(session, user)
+    urls = len(body.urls)
     options = body.options.model_dump(mode="json")
     if body.options.use_proxy is None:
         options["use_proxy"] = settings.proxies_configured
@@ -122,7 +139,7 @@ def submit(
         options=options,
         webhook_url=str(body.webhook_url) if body.webhook_url else None,
         idempotency_key=idempotency_key,
-        url_count=len(body.urls),
+        url_count=urls,
         succeeded_count=0,
         failed_count=0,
         credits_charged=0,
@@ -133,8 +150,21 @@ def submit(
         TaskUrl(position=i, url=str(url), state=UrlState.pending, attempts=0) for i, url in enumerate(body.urls)
     ]
     session.add(task)
-    session.flush()
-    accounting.charge(session, task)
+    try:
+        session.flush()
+    except IntegrityError:  # the same Idempotency-Key, submitted concurrently
+        session.rollback()
+        existing = _existing(session, user, idempotency_key) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
+    if not accounting.charge_within(session, task, plan.monthly_credits):
+        session.rollback()
+        raise _reject_credits(accounting.credit_status(session, user), urls)
+    active = _active_tasks(session, user, besides=task.id)
+    if active >= plan.max_concurrent_tasks:
+        session.rollback()
+        raise _reject_active(active, plan)
     session.commit()
     try:
         enqueue_scrape(task.id)
@@ -151,6 +181,38 @@ def get_for_user(session: Session, user: User, task_id: uuid.UUID, with_urls: bo
     if with_urls:
         query = query.options(selectinload(Task.urls))
     return session.scalar(query)
+
+
+_DETAIL_COLUMNS = [getattr(Task, name) for name in sorted(TaskOut.model_fields.keys() - {"links"})]
+_URL_COLUMNS = [getattr(TaskUrl, name) for name in TaskUrlOut.model_fields]
+
+
+@lru_cache(maxsize=512)
+def _rules(canonical: str) -> ExtractionRules:
+    """Stored rules were validated at submit time; validate each distinct set once per process."""
+    return ExtractionRules.model_validate(json.loads(canonical))
+
+
+def detail_json(session: Session, user: User, task_id: uuid.UUID, base_url: str) -> bytes | None:
+    """The TaskDetail document of a task, serialised, from two column-only queries (no ORM
+    entities, no relationship loading); None if the user has no such task."""
+    row = session.execute(
+        select(*_DETAIL_COLUMNS, Task.rules, Task.options).where(Task.id == task_id, Task.user_id == user.id)
+    ).first()
+    if row is None:
+        return None
+    urls = session.execute(select(*_URL_COLUMNS).where(TaskUrl.task_id == task_id).order_by(TaskUrl.position)).all()
+    values = row._mapping
+    detail = TaskDetail.model_validate(
+        {
+            **{column.key: values[column.key] for column in _DETAIL_COLUMNS},
+            "links": task_links(base_url, task_id),
+            "extract": _rules(json.dumps(values["rules"], sort_keys=True)),
+            "options": {k: v for k, v in values["options"].items() if v is not None},
+            "urls": [dict(u._mapping) for u in urls],
+        }
+    )
+    return detail.model_dump_json().encode()
 
 
 def list_for_user(
@@ -172,10 +234,18 @@ def cancel(session: Session, user: User, task_id: uuid.UUID) -> Task:
         raise TaskRejected(404, "no such task")
     if task.state.terminal:
         raise TaskRejected(409, f"the task is already {task.state.value}")
-    succeeded = session.scalar(
-        select(func.count()).where(TaskUrl.task_id == task.id, TaskUrl.state == UrlState.succeeded)
+    done = dict(
+        session.execute(
+            select(TaskUrl.state, func.count())
+            .where(TaskUrl.task_id == task.id, TaskUrl.state != UrlState.pending)
+            .group_by(TaskUrl.state)
+        ).all()
     )
-    not_done = task.url_count - int(succeeded or 0)
+    succeeded = int(done.get(UrlState.succeeded, 0))
+    not_done = task.url_count - succeeded
+    # workers refresh the counters in batches; the lock makes these the final figures
+    task.succeeded_count = succeeded
+    task.failed_count = int(done.get(UrlState.failed, 0))
     task.state = TaskState.cancelled
     task.finished_at = datetime.now(UTC)
     task.lease_owner = None

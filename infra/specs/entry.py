@@ -51,9 +51,13 @@ def nginx_config(ctx: SpecContext, host: str) -> tuple[str, str]:
         grafana_url=_grafana_url(ctx),
         cert_path=f"{TLS_DIR}/cert.pem",
         key_path=f"{TLS_DIR}/key.pem",
-        rate_limit_per_second=50,
+        rate_limit_per_second=ctx.settings.entry.rate_limit_per_second,
     )
-    proxy = render("nginx-proxy.conf.j2", rate_limit_burst=100)
+    proxy = render(
+        "nginx-proxy.conf.j2",
+        rate_limit=ctx.settings.entry.rate_limit_per_second > 0,
+        rate_limit_burst=ctx.settings.entry.rate_limit_burst,
+    )
     return conf, proxy
 
 

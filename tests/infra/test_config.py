@@ -66,6 +66,12 @@ def _load(extra: dict, base: dict | None = None, secret_keys: set[str] | None = 
         ),
         ({"selextract:ssh": {"publicKey": "hello"}}, ["selextract:ssh.publicKey = hello", "OpenSSH public key"]),
         ({"selextract:workers": {"servers": 0}}, ["selextract:workers.servers = 0", "greater than or equal to 1"]),
+        (
+            {"selextract:entry": {"rateLimitPerSecond": -1}},
+            ["selextract:entry.rateLimitPerSecond = -1", "greater than or equal to 0"],
+        ),
+        ({"selextract:entry": {"rateLimitBurst": "lots"}}, ["selextract:entry.rateLimitBurst = lots", "integer"]),
+        ({"selextract:entry": {"rateLimit": 10}}, ["selextract:entry.rateLimit = 10", "unknown key"]),
     ],
 )
 def test_bad_config_names_key_value_and_allowed(extra: dict, expected: list[str]) -> None:

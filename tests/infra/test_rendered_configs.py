@@ -90,6 +90,43 @@ def test_nginx_config_is_valid(stack_file: Path, cert: Path, tmp_path: Path) -> 
     assert f"set $selextract_api http://{ctx.plan.pool_alias(host, Role.API)}:8000;" in conf
 
 
+def _nginx_check(conf: str, proxy: str, cert: Path, tmp_path: Path) -> None:
+    conf = conf.replace("/etc/selextract/tls", str(cert)).replace(
+        "/etc/nginx/selextract-proxy.conf", str(tmp_path / "proxy.conf")
+    )
+    conf = conf.replace("/etc/nginx/monitoring.htpasswd", str(tmp_path / "htpasswd"))
+    (tmp_path / "proxy.conf").write_text(proxy)
+    (tmp_path / "htpasswd").write_text("admin:{PLAIN}pw\n")
+    (tmp_path / "nginx.conf").write_text(conf)
+    _run([_need("nginx"), "-t", "-q", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-e", "/dev/stderr"])
+
+
+@pytest.mark.parametrize(
+    ("entry", "zone", "limit"),
+    [
+        (None, "rate=50r/s;", "limit_req zone=api burst=100 nodelay;"),
+        ({"rateLimitPerSecond": 400, "rateLimitBurst": 800}, "rate=400r/s;", "limit_req zone=api burst=800 nodelay;"),
+        ({"rateLimitPerSecond": 0}, None, None),
+    ],
+)
+def test_entry_rate_limit_comes_from_stack_config(
+    entry: dict | None, zone: str | None, limit: str | None, cert: Path, tmp_path: Path
+) -> None:
+    doc = yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())
+    if entry is not None:
+        doc["config"]["selextract:entry"] = entry
+    stack_file = tmp_path / "Pulumi.ratelimit.yaml"
+    stack_file.write_text(yaml.safe_dump(doc))
+    ctx = _ctx(stack_file)
+    conf, proxy = nginx_config(ctx, ctx.plan.hosts_with(Role.API)[0].name)
+    _nginx_check(conf, proxy, cert, tmp_path)
+    if zone is None:
+        assert "limit_req" not in conf + proxy
+    else:
+        assert f"limit_req_zone $binary_remote_addr zone=api:10m {zone}" in conf
+        assert limit in proxy
+
+
 @pytest.mark.parametrize("stack_file", STACKS, ids=lambda p: p.name)
 def test_prometheus_config_and_rules_are_valid(stack_file: Path, tmp_path: Path) -> None:
     ctx = _ctx(stack_file)

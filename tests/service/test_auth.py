@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from svc_helpers import create_key_in_console, csrf, sign_in
 from svc_oidc import FakeIssuer
 
@@ -101,3 +102,33 @@ def test_admin_cli_creates_a_first_key(client: Any, capsys: Any) -> None:
     key = capsys.readouterr().out.strip()
     me = client.get("/api/v1/account", headers={"Authorization": f"Bearer {key}"})
     assert me.status_code == 200 and me.json()["email"] == "ops@example.com"
+
+
+def test_cached_keys_stop_working_when_revoked_elsewhere_or_the_user_is_disabled(client: Any, account: Any) -> None:
+    """Authentication is cached per process; a revocation in another process (DB write +
+    epoch bump in Redis, what ``api_keys.revoke`` does there) must still end it at once."""
+    import redis
+    from sqlalchemy import update
+
+    from app.core.security import hash_api_key
+    from app.crud import api_keys
+
+    created = client.post("/api/v1/keys", json={"name": "cached"}, headers=account.headers).json()
+    headers = {"Authorization": f"Bearer {created['key']}"}
+    digest = hash_api_key(created["key"])
+    assert client.get("/api/v1/account", headers=headers).status_code == 200
+    assert api_keys.auth_cache.lookup(digest) == account.user_id  # cached
+    assert client.get("/api/v1/account", headers=headers).status_code == 200
+
+    with session_scope() as session:  # "another process" revokes it
+        session.execute(update(ApiKey).where(ApiKey.key_hash == digest).values(revoked_at=func.now()))
+    redis.Redis.from_url(os.environ["REDIS_URL"]).incr(api_keys.EPOCH_KEY)
+    assert client.get("/api/v1/account", headers=headers).status_code == 401
+    assert api_keys.auth_cache.lookup(digest) is None
+
+    # a cached key of a user who gets disabled is refused at once too
+    assert client.get("/api/v1/account", headers=account.headers).status_code == 200
+    assert api_keys.auth_cache.lookup(hash_api_key(account.key)) == account.user_id
+    with session_scope() as session:
+        session.execute(update(User).where(User.id == account.user_id).values(is_active=False))
+    assert client.get("/api/v1/account", headers=account.headers).status_code == 401

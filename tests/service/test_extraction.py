@@ -89,3 +89,31 @@ def test_csv_keeps_one_row_per_page_with_several_lists() -> None:
     data = extract("<li>1</li><li>2</li>", "http://x/", r)
     rows = list(csv_rows({"url": "u", "state": "succeeded", "data": data}, r))
     assert len(rows) == 1 and rows[0][-2:] == ['["1", "2"]', '["1", "2"]']
+
+
+def test_prepared_rules_give_the_same_data_without_validating_per_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    import common.extraction as extraction
+
+    r = rules(
+        {
+            "title": "h1::text",
+            "products": {
+                "selector": "li.product",
+                "many": True,
+                "fields": {"name": ".name::text", "link": {"selector": "a::attr(href)", "absolute": True}},
+            },
+        }
+    )
+    expected = extract(PAGE, "http://shop.test/products", r)
+    rows = item_count(expected, r)
+    prepared = extraction.PreparedRules(r)
+    assert prepared.explode == "products"
+    assert all(isinstance(rule, extraction.FieldRule) for _d, _n, rule in extraction.walk(prepared.fields))
+
+    def no_validation(*args: object) -> None:
+        raise AssertionError("a selector was validated while extracting a page")
+
+    monkeypatch.setattr(extraction, "check_selector", no_validation)
+    for _ in range(3):
+        assert extract(PAGE, "http://shop.test/products", prepared) == expected
+    assert item_count(expected, prepared) == rows == 20

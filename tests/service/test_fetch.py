@@ -4,6 +4,8 @@ robots.txt, size and type limits, error classification, proxy rotation, politene
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 import threading
 import time
 import uuid
@@ -14,7 +16,8 @@ import redis
 from svc_site import ForwardProxy, LocalSite
 
 from common.config import Settings
-from worker.fetch import DomainLimiter, Fetcher, FetchError, FetchOptions, parse_proxy_list
+from common.netpolicy import DnsCache, ForbiddenTarget, NetworkPolicy
+from worker.fetch import DomainLimiter, Fetcher, FetchError, FetchOptions, RobotsCache, parse_proxy_list
 
 
 @pytest.fixture
@@ -195,3 +198,159 @@ def test_the_shared_test_website(rds: redis.Redis, services: dict[str, str]) -> 
     assert error_of(f, f"{base}/private/secret.html").code == "robots_disallowed"
     assert error_of(f, f"{base}/status/500").code == "http_error"
     assert f.fetch(f"{base}/redirect?to=/products.html", FetchOptions()).final_url == f"{base}/products.html"
+
+
+class FakeDns:
+    """``socket.getaddrinfo`` answering from a dict, counting the lookups."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+        self.calls: list[str] = []
+
+    def __call__(self, host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        self.calls.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in self.answers[host]]
+
+
+def test_dns_answers_are_cached_but_every_address_is_checked_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    dns = FakeDns({"public.test": ["93.184.216.34"], "inside.test": ["93.184.216.35", "10.0.0.7"]})
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    clock = [0.0]
+    policy = NetworkPolicy((), dns=DnsCache(ttl=30, clock=lambda: clock[0]))
+    assert policy.resolve("public.test", 80) == ["93.184.216.34"]
+    assert policy.resolve("Public.TEST", 80) == ["93.184.216.34"]
+    assert dns.calls == ["public.test"]
+    for _ in range(2):  # a cached answer with a private address is refused every time
+        with pytest.raises(ForbiddenTarget, match=re.escape("inside.test resolves to 10.0.0.7")):
+            policy.resolve("inside.test", 443)
+    assert dns.calls == ["public.test", "inside.test"]
+    # the answer changes (rebinding): seen once the entry expires
+    dns.answers["public.test"] = ["10.1.2.3"]
+    clock[0] = 31.0
+    with pytest.raises(ForbiddenTarget, match=re.escape("public.test resolves to 10.1.2.3")):
+        policy.resolve("public.test", 80)
+    assert dns.calls[-1] == "public.test"
+
+
+def test_dns_cache_is_bounded_and_does_not_cache_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    dns = FakeDns({f"h{i}.test": [f"93.184.216.{i}"] for i in range(5)})
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    cache = DnsCache(ttl=30, size=2)
+    for host in ("h0.test", "h1.test", "h2.test", "h0.test"):
+        cache.lookup(host, 80)
+    assert dns.calls == ["h0.test", "h1.test", "h2.test", "h0.test"]  # h0 was evicted
+
+    def failing(host: str, *args: Any, **kwargs: Any) -> Any:
+        dns.calls.append(host)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", failing)
+    for _ in range(2):
+        with pytest.raises(OSError, match=re.escape("cannot resolve down.test")):
+            cache.lookup("down.test", 80)
+    assert dns.calls[-2:] == ["down.test", "down.test"]
+
+
+def _counting_acquire(limiter: DomainLimiter) -> list[int]:
+    """Wrap the limiter's acquire script; returns the list of its answers."""
+    answers: list[int] = []
+    script = limiter._acquire
+
+    def counted(**kwargs: Any) -> Any:
+        answer = script(**kwargs)
+        answers.append(int(answer))
+        return answer
+
+    limiter._acquire = counted  # type: ignore[assignment]
+    return answers
+
+
+def test_threads_of_one_process_queue_locally_instead_of_polling_redis(rds: redis.Redis) -> None:
+    limiter = DomainLimiter(rds, concurrency=2, delay_ms=0)
+    answers = _counting_acquire(limiter)
+    domain = f"local-{uuid.uuid4().hex[:6]}.test"
+    active, peak, lock = 0, 0, threading.Lock()
+
+    def hold() -> None:
+        nonlocal active, peak
+        with limiter.slot(domain, lease_seconds=10, max_wait=10):
+            with lock:
+                active += 1
+                peak = max(peak, active)
+            time.sleep(0.1)
+            with lock:
+                active -= 1
+
+    threads = [threading.Thread(target=hold) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 2
+    assert answers == [1] * 6  # each thread asked Redis once, when a local slot was free
+
+
+def test_a_waiter_is_woken_by_a_release_in_another_process(rds: redis.Redis) -> None:
+    domain = f"wake-{uuid.uuid4().hex[:6]}.test"
+    holder = DomainLimiter(rds, concurrency=1, delay_ms=0)
+    waiter = DomainLimiter(rds, concurrency=1, delay_ms=0, fallback_poll=30)  # no polling to speak of
+    answers = _counting_acquire(waiter)
+    got = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with holder.slot(domain, lease_seconds=30, max_wait=5):
+            release.wait(10)
+
+    def wait_for_slot() -> None:
+        with waiter.slot(domain, lease_seconds=30, max_wait=20):
+            got.set()
+
+    first = threading.Thread(target=hold)
+    first.start()
+    while not rds.zcard(f"selextract:domain:{domain}:slots"):
+        time.sleep(0.01)
+    rds.delete(f"selextract:domain:{domain}:free")  # no stale wake-up token
+    second = threading.Thread(target=wait_for_slot)
+    second.start()
+    while not answers:
+        time.sleep(0.01)
+    assert answers == [0] and not got.is_set()  # refused once, now blocked on the free list
+    release.set()
+    assert got.wait(15)
+    assert answers == [0, 1]  # woken by the release, not by a 30 s poll
+    first.join()
+    second.join()
+
+
+class CountingRedis:
+    """A Redis client that counts GETs (everything else passes through)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.gets = 0
+
+    def get(self, key: str) -> Any:
+        self.gets += 1
+        return self.client.get(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def test_robots_records_are_kept_in_process_for_a_while(rds: redis.Redis, site: LocalSite) -> None:
+    f = fetcher(rds)
+    clock = [0.0]
+    counting = CountingRedis(rds)
+    f.robots = RobotsCache(f, counting, ttl=3600, local_ttl=60, clock=lambda: clock[0])  # type: ignore[arg-type]
+    options = FetchOptions(timeout=5)
+    f.fetch(f"{site.url}/products/1", options)
+    assert counting.gets == 1
+    for n in (2, 3):
+        f.fetch(f"{site.url}/products/{n}", options)
+    assert error_of(f, f"{site.url}/private/x").code == "robots_disallowed"  # same rules, from memory
+    assert counting.gets == 1
+    clock[0] = 61.0  # expired in-process: read from Redis again (not fetched again)
+    robots_hits = site.state.paths().count("/robots.txt")
+    f.fetch(f"{site.url}/products/4", options)
+    assert counting.gets == 2 and site.state.paths().count("/robots.txt") == robots_hits

@@ -80,9 +80,11 @@ def list_tasks(
 ):
     """Your tasks, newest first."""
     items, total = crud.list_for_user(session, user, state or [], limit, offset)
-    return TaskPage(
+    page = TaskPage(
         items=[crud.to_out(t, settings.public_base_url) for t in items], total=total, limit=limit, offset=offset
     )
+    session.commit()  # release the connection before the response is validated in the threadpool
+    return page
 
 
 def _task_or_404(session: SessionDep, user: CurrentUser, task_id: uuid.UUID, with_urls: bool = False):
@@ -93,9 +95,13 @@ def _task_or_404(session: SessionDep, user: CurrentUser, task_id: uuid.UUID, wit
 
 
 @router.get("/{task_id}", response_model=TaskDetail, operation_id="get_task", responses=error_responses(401, 404, 429))
-def get_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep, settings: SettingsDep):
+def get_task(task_id: uuid.UUID, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> Response:
     """A task with the outcome of each URL (the per-URL error report)."""
-    return crud.to_detail(_task_or_404(session, user, task_id, with_urls=True), settings.public_base_url)
+    body = crud.detail_json(session, user, task_id, settings.public_base_url)
+    session.commit()  # release the connection before the response goes out
+    if body is None:
+        raise crud.TaskRejected(404, "no such task")
+    return Response(content=body, media_type="application/json")
 
 
 @router.post(
