@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ CONTAINER = "docker:index/container:Container"
 VOLUME = "docker:index/volume:Volume"
 NETWORK = "docker:index/network:Network"
 REPORT_PREFIX = "repair report: "
+SETTLE_SECONDS = 300
 
 
 @dataclass
@@ -91,6 +93,26 @@ def _docker(docker_host: str | None, *args: str) -> subprocess.CompletedProcess[
     return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=120, check=False)
 
 
+def _settle(docker_host: str | None, name: str, progress: Progress, timeout: float = SETTLE_SECONDS) -> None:
+    """Let a container the killed run started finish its first start before it goes: a
+    database removed while it initialises its data directory leaves a volume the next
+    container takes as initialised (no database, no role). Waits while it is running and
+    its health check has not decided yet."""
+    deadline = time.monotonic() + timeout
+    told = False
+    while time.monotonic() < deadline:
+        state = _docker(
+            docker_host, "inspect", "-f", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", name
+        )
+        status, _, health = state.stdout.strip().partition(" ")
+        if state.returncode != 0 or status != "running" or health in ("", "healthy", "unhealthy"):
+            return
+        if not told:
+            progress(f"repair: waiting for {name} to finish starting before it is removed")
+            told = True
+        time.sleep(1)
+
+
 def pending_creates(deployment: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [op["resource"] for op in deployment.get("pending_operations") or [] if op.get("type") == "creating"]
 
@@ -120,6 +142,8 @@ def repair(stack: str, pulumi: Pulumi, backend_url: str, progress: Progress = pr
         host = _docker_host(resource, resources)
         label = urn.rsplit("::", 1)[-1]
         if kind == CONTAINER and isinstance(name, str):
+            _settle(host, name, progress)
+            _docker(host, "stop", "-t", "30", name)
             _docker(host, "rm", "-f", name)
             report.removed.append(name)
         elif kind == VOLUME and isinstance(name, str) and _docker(host, "volume", "inspect", name).returncode == 0:

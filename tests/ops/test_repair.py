@@ -121,3 +121,23 @@ def test_a_live_or_foreign_lock_is_kept_and_named(tmp_path: Path) -> None:
 def test_a_lock_file_cut_off_mid_write_is_stale(tmp_path: Path) -> None:
     lock = _lock(tmp_path, '{"pid": 12')
     assert stale_locks(f"file://{tmp_path}", STACK) == ([lock], [])
+
+
+def test_a_starting_container_finishes_its_first_start_before_it_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database removed mid-initdb would leave a volume that looks initialised."""
+    states = iter(["running starting", "running starting", "running healthy"])
+    calls: list[tuple[str, ...]] = []
+
+    def fake(host: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+        calls.append(args)
+        out = next(states) if args[0] == "inspect" else ""
+        return subprocess.CompletedProcess(args, 0, out, "")
+
+    monkeypatch.setattr(repair_mod, "_docker", fake)
+    monkeypatch.setattr(repair_mod.time, "sleep", lambda _: None)
+    pending = [_pending("docker:index/container:Container", "phase1-db-01-postgres-1")]
+    report = repair(STACK, FakePulumi(_export(pending)), f"file://{tmp_path}", progress=lambda _: None)
+    assert report.removed == ["phase1-db-01-postgres-1"]
+    assert [c[0] for c in calls] == ["inspect", "inspect", "inspect", "stop", "rm"]
