@@ -3,17 +3,15 @@ specs built from the plan; none of them looks at the phase."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pulumi
 
 from infra.hosts.base import Host
 from infra.secrets import StackSecrets
 from infra.services.base import Declared, Service, ServiceArgs
-from infra.services.rotation import PostgresPasswordSync, RedisPasswordSync
-from infra.specs.base import ContainerSpec
-from infra.specs.postgres import password_sync_name
-from infra.specs.redis import redis_password_sync_name
+from infra.services.rotation import PasswordSyncArgs, PostgresPasswordSync, RedisPasswordSync
+from infra.specs.base import ContainerSpec, password_sync_name
 from infra.topology import Role
 
 
@@ -89,6 +87,11 @@ def deploy_services(
     """`active_slot`: which app database login the current rotation generation uses."""
     declared = Declared()
     out: dict[str, Service] = {}
+    # rotated passwords are applied inside the running database before the app starts
+    password_syncs: dict[type[Service], Callable[[str, PasswordSyncArgs], pulumi.ComponentResource]] = {
+        Postgres: lambda name, args: PostgresPasswordSync(name, args, active_slot=active_slot),
+        Redis: RedisPasswordSync,
+    }
     for component, roles in COMPONENTS:
         mine = [s for s in specs if s.role in roles]
         if mine:
@@ -97,23 +100,8 @@ def deploy_services(
                 name,
                 ServiceArgs(specs=mine, hosts=hosts, secrets=secrets, images=images, stack=stack, declared=declared),
             )
-            if component is Postgres:
-                for spec in mine:
-                    declared.containers[password_sync_name(spec.name)] = PostgresPasswordSync(
-                        password_sync_name(spec.name),
-                        container=declared.containers[spec.name],
-                        container_name=spec.name,
-                        host=hosts[spec.host],
-                        secrets=secrets,
-                        active_slot=active_slot,
-                    )
-            if component is Redis:
-                for spec in mine:
-                    declared.containers[redis_password_sync_name(spec.name)] = RedisPasswordSync(
-                        redis_password_sync_name(spec.name),
-                        container=declared.containers[spec.name],
-                        container_name=spec.name,
-                        host=hosts[spec.host],
-                        secrets=secrets,
-                    )
+            sync = password_syncs.get(component)
+            for spec in mine if sync else ():
+                args = PasswordSyncArgs(declared.containers[spec.name], spec.name, hosts[spec.host], secrets)
+                declared.containers[password_sync_name(spec.name)] = sync(password_sync_name(spec.name), args)
     return out

@@ -15,6 +15,7 @@ rotation gives it a new password and lets it log in again.
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_command as command
@@ -67,31 +68,30 @@ def _sync_command(
     )
 
 
+@dataclass(frozen=True)
+class PasswordSyncArgs:
+    container: pulumi.Resource
+    container_name: str
+    host: Host
+    secrets: StackSecrets
+
+
 class PostgresPasswordSync(pulumi.ComponentResource):
     def __init__(
-        self,
-        name: str,
-        *,
-        container: pulumi.Resource,
-        container_name: str,
-        host: Host,
-        secrets: StackSecrets,
-        active_slot: int,
-        opts: pulumi.ResourceOptions | None = None,
+        self, name: str, args: PasswordSyncArgs, *, active_slot: int, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("selextract:service:PostgresPasswordSync", name, None, opts)
-        script = f"docker exec -i {container_name} psql -v ON_ERROR_STOP=1 -q -U {DB_USER} -d {DB_NAME}"
-        child = pulumi.ResourceOptions(parent=self, depends_on=[container])
-        owner = secrets.get("postgresPassword")
-        self.sync = _sync_command(name, host, script, owner.apply(alter_role_sql), [owner], child)
+        script = f"docker exec -i {args.container_name} psql -v ON_ERROR_STOP=1 -q -U {DB_USER} -d {DB_NAME}"
+        child = pulumi.ResourceOptions(parent=self, depends_on=[args.container])
+        owner = args.secrets.get("postgresPassword")
+        self.sync = _sync_command(name, args.host, script, owner.apply(alter_role_sql), [owner], child)
         self.app_logins = []
         for slot, user in enumerate(APP_USERS):
-            password = secrets.get(app_password_secret(slot))
+            password = args.secrets.get(app_password_secret(slot))
             active = slot == active_slot
             sql = password.apply(lambda pw, user=user, active=active: app_role_sql(user, pw, active))
-            self.app_logins.append(
-                _sync_command(f"{name}-{user}", host, script, sql, [password, "active" if active else "standby"], child)
-            )
+            triggers: list[pulumi.Input[str]] = [password, "active" if active else "standby"]
+            self.app_logins.append(_sync_command(f"{name}-{user}", args.host, script, sql, triggers, child))
         self.register_outputs({})
 
 
@@ -100,19 +100,11 @@ class RedisPasswordSync(pulumi.ComponentResource):
     (infra/specs/redis.py): the old version's containers keep their password until
     `selextract secrets rotate redisPassword` drops it, so a rotation fails no request."""
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        container: pulumi.Resource,
-        container_name: str,
-        host: Host,
-        secrets: StackSecrets,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: PasswordSyncArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("selextract:service:RedisPasswordSync", name, None, opts)
-        password = secrets.get("redisPassword")
-        script = f"docker exec -i {container_name} sh -c {shlex.quote(ADD_PASSWORD)}"
-        child = pulumi.ResourceOptions(parent=self, depends_on=[container])
-        self.sync = _sync_command(name, host, script, password.apply(lambda pw: pw + "\n"), [password], child)
+        password = args.secrets.get("redisPassword")
+        script = f"docker exec -i {args.container_name} sh -c {shlex.quote(ADD_PASSWORD)}"
+        child = pulumi.ResourceOptions(parent=self, depends_on=[args.container])
+        stdin = password.apply(lambda pw: pw + "\n")
+        self.sync = _sync_command(name, args.host, script, stdin, [password], child)
         self.register_outputs({})

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from infra.render import render
-from infra.specs.base import ContainerSpec, Healthcheck, Mount, Port, Upload, secret
+from infra.specs.base import ContainerSpec, Healthcheck, Mount, Port, Upload, password_sync_name, secret
 from infra.specs.context import BUILD_APP, BUILD_WORKER, SpecContext
-from infra.specs.postgres import APP_USERS, DB_NAME, app_password_secret, app_slot, password_sync_name
-from infra.specs.redis import redis_password_sync_name
+from infra.specs.postgres import APP_USERS, DB_NAME, app_password_secret, app_slot
 from infra.topology import PORTS, WORKER_METRICS_PORT, Role
 
 RESULTS_PATH = "/data/results"
@@ -246,8 +245,7 @@ def bucket_specs(ctx: SpecContext) -> list[ContainerSpec]:
 def _deps(ctx: SpecContext) -> tuple[str, ...]:
     plan = ctx.plan
     deps = [e.name for e in plan.endpoints(Role.POSTGRES) + plan.endpoints(Role.REDIS)]
-    deps += [password_sync_name(e.name) for e in plan.endpoints(Role.POSTGRES)]
-    deps += [redis_password_sync_name(e.name) for e in plan.endpoints(Role.REDIS)]
+    deps += [password_sync_name(e.name) for e in plan.endpoints(Role.POSTGRES) + plan.endpoints(Role.REDIS)]
     if plan.buckets:
         deps.append(f"{plan.stack}-{plan.hosts_with(Role.API)[0].name}-buckets-1")
     return tuple(deps)

@@ -11,6 +11,11 @@ from infra.topology import Role
 SECRET_MARK = re.compile(r"@@secret:([A-Za-z0-9_]+)@@")
 
 
+def password_sync_name(container: str) -> str:
+    """The step that applies a rotated password inside `container` (infra/services/rotation.py)."""
+    return f"{container}-password-sync"
+
+
 def secret(name: str) -> str:
     """A placeholder the Pulumi layer swaps for the secret's value, as a Pulumi secret."""
     return f"@@secret:{name}@@"

@@ -34,10 +34,6 @@ def app_slot_generation(rotation: Mapping[str, int], slot: int) -> int:
     return generation if generation % 2 == slot else generation - 1
 
 
-def password_sync_name(container: str) -> str:
-    return f"{container}-password-sync"
-
-
 def memory_settings(memory_gb: float, dedicated_host: bool) -> dict[str, str]:
     """shared_buffers 1/4 and effective_cache_size 3/4 of what Postgres may use (the
     guide's 8 GB / 24 GB on a 32 GB budget); a shared host gives Postgres half its RAM."""

@@ -42,10 +42,6 @@ ADD_PASSWORD = (
 )
 
 
-def redis_password_sync_name(container: str) -> str:
-    return f"{container}-password-sync"
-
-
 def redis_specs(ctx: SpecContext) -> list[ContainerSpec]:
     specs = []
     for placement in ctx.plan.placements_of(Role.REDIS):
