@@ -42,6 +42,7 @@ GENERATED_SECRETS = (
     "postgresPassword",
     "redisPassword",
     "objectStoreSecretKey",
+    "objectStoreRootPassword",
     "appSecretKey",
     "monitoringPassword",
 )
@@ -174,7 +175,8 @@ class ObjectStoreSettings(_Model):
     # minio on Hetzner; seaweedfs where MinIO cannot be built (local simulation).
     implementation: Literal["minio", "seaweedfs"] = "minio"
     buckets: tuple[str, ...] = ("task-results", "backups", "logs")
-    access_key: str = "selextract"
+    # the app's S3 access key (generation N of its rotation appends "-N"; MinIO's root is "-admin")
+    access_key: str = Field("selextract", pattern=r"^[A-Za-z][A-Za-z0-9-]{2,30}$")
 
 
 class VolumeSettings(_Model):
@@ -479,11 +481,14 @@ def _parse(value: Any) -> Any:
     return value
 
 
-def load_stack_file(path: Path, *, secret_values: dict[str, str] | None = None) -> Settings:
+def load_stack_file(
+    path: Path, *, secret_values: dict[str, str] | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
     """Load `Pulumi.<stack>.yaml` directly (tests, ops CLI) without the Pulumi engine.
 
     Encrypted values (`{secure: …}`) cannot be read without the stack's passphrase; they
     count as present and are replaced by `secret_values[name]` or a placeholder.
+    `overrides` are set on top, as `pulumi config set` would.
     """
     stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
     doc = yaml.safe_load(path.read_text()) or {}
@@ -497,6 +502,7 @@ def load_stack_file(path: Path, *, secret_values: dict[str, str] | None = None) 
             value = (secret_values or {}).get(name, f"encrypted-{name}")
             secret_keys.add(key)
         config[key] = value
+    config.update(overrides or {})
     return load_settings(config, stack=stack, secret_keys=secret_keys, source=path.name)
 
 

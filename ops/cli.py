@@ -1118,8 +1118,15 @@ def secrets_rotate(
     fmt: Format = FormatOption,
 ) -> None:
     """New value for a generated secret (bumps its rotation keeper) and `pulumi up`."""
+    from infra.specs.objectstore import ROTATION_KEY as OBJECT_STORE_KEY
+    from infra.specs.objectstore import app_access_key
     from infra.specs.postgres import ROTATION_KEY
-    from ops.release import retire_old_redis_passwords, retire_standby_login, rotate_secret
+    from ops.release import (
+        retire_old_object_store_keys,
+        retire_old_redis_passwords,
+        retire_standby_login,
+        rotate_secret,
+    )
 
     deployer, audit = _release_context(ctx)
     outputs = rotate_secret(deployer, audit, name, _progress(fmt))
@@ -1129,4 +1136,14 @@ def secrets_rotate(
     elif name == "redisPassword":
         dropped = retire_old_redis_passwords(ctx_obj(ctx).target().redis)
         _progress(fmt)(f"dropped {dropped} earlier Redis password(s)")
+    elif name == OBJECT_STORE_KEY and "objectstore" in ctx_obj(ctx).target().data_containers:
+        settings = ctx_obj(ctx).settings
+        base = settings.object_store.access_key
+        removed = retire_old_object_store_keys(
+            ctx_obj(ctx).target().data_containers["objectstore"],
+            settings.object_store_impl,
+            app_access_key(base, {OBJECT_STORE_KEY: int(deployer.get_config(f"rotation.{name}"))}),
+            base,
+        )
+        _progress(fmt)(f"removed {len(removed)} earlier object-store key(s): {', '.join(removed) or 'none'}")
     _report_release(f"rotate {name}", outputs, fmt)

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from infra.config import GENERATED_SECRETS
+from infra.specs.objectstore import KEEP_ONLY
 from infra.specs.postgres import APP_USERS, ROTATION_KEY, app_slot
-from ops.access import OpsError
+from ops.access import Container, OpsError, run
 
 Progress = Callable[[str], None]
 
@@ -157,3 +158,18 @@ def retire_old_redis_passwords(redis: Any) -> int:
     if hashes[:-1]:
         redis.cmd("ACL", "SAVE")
     return len(hashes[:-1])
+
+
+def retire_old_object_store_keys(store: Container, implementation: str, current: str, base: str) -> list[str]:
+    """After a rotation's `pulumi up` (old containers gone): remove every app key of the
+    object store but `current`, the one the running version uses (infra/specs/objectstore.py).
+    Refuses, changing nothing, if `current` is not configured there."""
+    if implementation not in KEEP_ONLY:
+        raise OpsError(f"unknown object store implementation {implementation!r}")
+    out = run(
+        store.argv(["sh", "-c", KEEP_ONLY[implementation]]),
+        what=f"removing old object-store keys in {store.describe()}",
+        input=f"{current} {base}\n".encode(),
+        timeout=300,
+    )
+    return out.decode().split()

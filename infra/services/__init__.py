@@ -3,14 +3,14 @@ specs built from the plan; none of them looks at the phase."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pulumi
 
 from infra.hosts.base import Host
 from infra.secrets import StackSecrets
 from infra.services.base import Declared, Service, ServiceArgs
-from infra.services.rotation import PasswordSyncArgs, PostgresPasswordSync, RedisPasswordSync
+from infra.services.rotation import PasswordSyncArgs, PostgresPasswordSync, ScriptPasswordSync
 from infra.specs.base import ContainerSpec, password_sync_name
 from infra.topology import Role
 
@@ -87,11 +87,6 @@ def deploy_services(
     """`active_slot`: which app database login the current rotation generation uses."""
     declared = Declared()
     out: dict[str, Service] = {}
-    # rotated passwords are applied inside the running database before the app starts
-    password_syncs: dict[type[Service], Callable[[str, PasswordSyncArgs], pulumi.ComponentResource]] = {
-        Postgres: lambda name, args: PostgresPasswordSync(name, args, active_slot=active_slot),
-        Redis: RedisPasswordSync,
-    }
     for component, roles in COMPONENTS:
         mine = [s for s in specs if s.role in roles]
         if mine:
@@ -100,8 +95,15 @@ def deploy_services(
                 name,
                 ServiceArgs(specs=mine, hosts=hosts, secrets=secrets, images=images, stack=stack, declared=declared),
             )
-            sync = password_syncs.get(component)
-            for spec in mine if sync else ():
-                args = PasswordSyncArgs(declared.containers[spec.name], spec.name, hosts[spec.host], secrets)
-                declared.containers[password_sync_name(spec.name)] = sync(password_sync_name(spec.name), args)
+        # rotated passwords are applied inside the running service before the app starts
+        for spec in mine:
+            if component is not Postgres and spec.password_sync is None:
+                continue
+            sync_name = password_sync_name(spec.name)
+            args = PasswordSyncArgs(declared.containers[spec.name], spec.name, hosts[spec.host], secrets)
+            declared.containers[sync_name] = (
+                PostgresPasswordSync(sync_name, args, active_slot=active_slot)
+                if spec.password_sync is None
+                else ScriptPasswordSync(sync_name, args, spec.password_sync)
+            )
     return out

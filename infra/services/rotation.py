@@ -1,4 +1,4 @@
-"""Password rotation of Postgres and Redis without a restart and without a failed request.
+"""Password rotation without a restart and without a failed request.
 
 POSTGRES_PASSWORD only matters when the data directory is first initialised, so a new
 owner password (a bumped `rotation:postgresPassword` keeper, or `pulumi config set
@@ -22,8 +22,9 @@ import pulumi_command as command
 
 from infra.hosts.base import Host
 from infra.secrets import StackSecrets
+from infra.services.base import resolve
+from infra.specs.base import PasswordSync
 from infra.specs.postgres import APP_USERS, DB_NAME, DB_USER, app_password_secret
-from infra.specs.redis import ADD_PASSWORD
 
 
 def _quote(password: str) -> str:
@@ -95,16 +96,18 @@ class PostgresPasswordSync(pulumi.ComponentResource):
         self.register_outputs({})
 
 
-class RedisPasswordSync(pulumi.ComponentResource):
-    """Adds the current Redis password to the `default` user inside the running Redis
-    (infra/specs/redis.py): the old version's containers keep their password until
-    `selextract secrets rotate redisPassword` drops it, so a rotation fails no request."""
+class ScriptPasswordSync(pulumi.ComponentResource):
+    """Runs a spec's PasswordSync script inside its running container when the secret
+    changes: Redis adds the new password to its `default` user, the object store the new
+    app key (infra/specs/redis.py, infra/specs/objectstore.py). The old value keeps working
+    for the previous version's containers until `selextract secrets rotate` drops it."""
 
-    def __init__(self, name: str, args: PasswordSyncArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("selextract:service:RedisPasswordSync", name, None, opts)
-        password = args.secrets.get("redisPassword")
-        script = f"docker exec -i {args.container_name} sh -c {shlex.quote(ADD_PASSWORD)}"
+    def __init__(
+        self, name: str, args: PasswordSyncArgs, sync: PasswordSync, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("selextract:service:PasswordSync", name, None, opts)
+        stdin = pulumi.Output.from_input(resolve(sync.stdin, args.secrets))
+        script = f"docker exec -i {args.container_name} sh -c {shlex.quote(sync.script)}"
         child = pulumi.ResourceOptions(parent=self, depends_on=[args.container])
-        stdin = password.apply(lambda pw: pw + "\n")
-        self.sync = _sync_command(name, args.host, script, stdin, [password], child)
+        self.sync = _sync_command(name, args.host, script, stdin, [stdin], child)
         self.register_outputs({})

@@ -5,6 +5,8 @@ from __future__ import annotations
 from infra.render import render
 from infra.specs.base import ContainerSpec, Healthcheck, Mount, Port, Upload, password_sync_name, secret
 from infra.specs.context import BUILD_APP, BUILD_WORKER, SpecContext
+from infra.specs.objectstore import ROTATION_KEY as OBJECT_STORE_ROTATION_KEY
+from infra.specs.objectstore import app_access_key
 from infra.specs.postgres import APP_USERS, DB_NAME, app_password_secret, app_slot
 from infra.topology import PORTS, WORKER_METRICS_PORT, Role
 
@@ -54,8 +56,8 @@ def app_env(ctx: SpecContext, host: str) -> dict[str, str]:
         env |= {
             "STORAGE_BACKEND": "minio",
             "S3_ENDPOINT_URL": f"http://{store.url}",
-            "S3_ACCESS_KEY": settings.object_store.access_key,
-            "S3_SECRET_KEY": secret("objectStoreSecretKey"),
+            "S3_ACCESS_KEY": app_access_key(settings.object_store.access_key, settings.rotation),
+            "S3_SECRET_KEY": secret(OBJECT_STORE_ROTATION_KEY),
             "S3_BUCKET": plan.buckets[0],
         }
     return env
@@ -235,8 +237,9 @@ def bucket_specs(ctx: SpecContext) -> list[ContainerSpec]:
             env=app_env(ctx, host),
             user="10001",
             one_shot=True,
-            depends_on=tuple(
-                ctx.plan.container_name(p.host, Role.OBJECT_STORE, 1) for p in plan.placements_of(Role.OBJECT_STORE)
+            depends_on=(
+                *(ctx.plan.container_name(p.host, Role.OBJECT_STORE, 1) for p in plan.placements_of(Role.OBJECT_STORE)),
+                password_sync_name(plan.endpoint(Role.OBJECT_STORE, host).name),
             ),
         )
     ]
@@ -248,4 +251,5 @@ def _deps(ctx: SpecContext) -> tuple[str, ...]:
     deps += [password_sync_name(e.name) for e in plan.endpoints(Role.POSTGRES) + plan.endpoints(Role.REDIS)]
     if plan.buckets:
         deps.append(f"{plan.stack}-{plan.hosts_with(Role.API)[0].name}-buckets-1")
+        deps.append(password_sync_name(plan.endpoint(Role.OBJECT_STORE).name))
     return tuple(deps)

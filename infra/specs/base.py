@@ -48,6 +48,17 @@ class Upload:
 
 
 @dataclass(frozen=True)
+class PasswordSync:
+    """A script run inside the running container whenever `stdin` changes: it applies a
+    rotated credential in place, beside the old one, so the service is not restarted and
+    containers of the previous version keep working until they are gone. `stdin` holds
+    secret placeholders and is the only way the value reaches the container."""
+
+    script: str
+    stdin: str
+
+
+@dataclass(frozen=True)
 class Healthcheck:
     test: tuple[str, ...]
     interval_s: int = 5
@@ -84,6 +95,7 @@ class ContainerSpec:
     aliases: tuple[str, ...] = ()
     resource_name: str | None = None  # stable Pulumi name when `name` changes per version
     ignore_env_changes: bool = False  # env only matters at first start (e.g. Postgres init)
+    password_sync: PasswordSync | None = None
     # Port the container serves Prometheus metrics on, inside the stack network (not
     # published: the scrape targets come from the plan, see Plan.worker_metrics_endpoints).
     metrics_port: int | None = None

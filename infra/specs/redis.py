@@ -10,7 +10,7 @@ generated inside the container and never leaves the volume.
 
 from __future__ import annotations
 
-from infra.specs.base import ContainerSpec, Healthcheck, Mount, secret
+from infra.specs.base import ContainerSpec, Healthcheck, Mount, PasswordSync, secret
 from infra.specs.context import SpecContext
 from infra.topology import PORTS, Role
 
@@ -65,6 +65,7 @@ def redis_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 stop_grace_s=30,
                 # the password only seeds a new volume; rotations are applied in place
                 ignore_env_changes=True,
+                password_sync=PasswordSync(ADD_PASSWORD, secret("redisPassword") + "\n"),
             )
         )
     return specs

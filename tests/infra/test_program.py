@@ -290,3 +290,44 @@ def test_worker_metrics_reach_prometheus_over_the_private_network_only(stack_fil
             assert not r.inputs.get("ports")
     for fw in run.of_type("hcloud:index/firewall:Firewall"):
         assert not [rule for rule in fw.inputs["rules"] if str(rule.get("port", "")).startswith("98")]
+
+
+def _with(stack_file: str, **extra: object) -> tuple[ProgramRun, dict]:
+    """The program and the specs of `stack_file` with extra config (e.g. a local phase 4)."""
+    path = ROOT / stack_file
+    run = run_program(path, extra_config=extra) if extra else program(stack_file)
+    settings = load_stack_file(path, overrides=extra) if extra else load_stack_file(path)
+    return run, {s.name: s for s in build_specs(plan(settings), settings)}
+
+
+@pytest.mark.parametrize(
+    ("stack_file", "phase", "marker"),
+    [
+        ("Pulumi.local.yaml", 4, "kill -HUP 1"),
+        ("Pulumi.phase4.yaml", 4, "mc admin user add"),
+        ("Pulumi.phase2.yaml", 2, "mc admin user add"),
+    ],
+)
+def test_object_store_key_is_added_in_place_before_the_app_starts(stack_file: str, phase: int, marker: str) -> None:
+    """One sync step on node 1 adds the app's key beside the old ones; the app, workers and
+    the bucket step wait for it; the key travels only as a secret on stdin."""
+    for generation, access_key in ((0, "selextract"), (2, "selextract-2")):
+        run, specs = _with(stack_file, **{"selextract:phase": phase, "rotation:objectStoreSecretKey": generation})
+        syncs = [r for r in run.resources if r.name.endswith("-objectstore-1-password-sync") and "Command" in r.type]
+        (sync,) = syncs
+        node1 = sync.name.removesuffix("-password-sync")
+        assert node1 == specs[node1].name and specs[node1].role == Role.OBJECT_STORE
+        assert sync.inputs["create"].startswith(f"docker exec -i {node1} sh -c ") and marker in sync.inputs["create"]
+        assert sync.inputs["stdin"].startswith(f"{access_key} ") and len(sync.inputs["stdin"].split()) == 2
+        leaves = [x for x in run.leaf_inputs if x[1] == sync.name and x[2] in (".stdin", ".triggers[0]")]
+        assert leaves and all(is_secret for _, _, _, is_secret, _ in leaves)
+        clients = [s for s in specs.values() if "S3_ACCESS_KEY" in s.env and s.password_sync is None]
+        assert {s.role for s in clients} == {Role.API, Role.WORKER, Role.OBJECT_STORE}  # the last: bucket step
+        assert all(sync.name in s.depends_on for s in clients)
+        assert {s.env["S3_ACCESS_KEY"] for s in clients} == {access_key}
+        # a new app key restarts no object-store node: MinIO's root login is a secret of its
+        # own, SeaweedFS's env only seeds the keys file of a new volume
+        for spec in specs.values():
+            if spec.role == Role.OBJECT_STORE and not spec.one_shot:
+                assert "objectStoreSecretKey" not in spec.secrets or spec.ignore_env_changes, spec.name
+                assert "objectStoreSecretKey" not in " ".join((*spec.command, *spec.entrypoint))
