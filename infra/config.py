@@ -256,7 +256,8 @@ class ScraperSettings(_Model):
 
 
 class EntrySettings(_Model):
-    """The nginx entry (phases 0-2): per-client-address request limit in front of the API.
+    """The entry (nginx in phases 0-2, HAProxy from phase 3): per-client-address request
+    limit in front of the API, answered with 429.
 
     Every client behind one NAT address shares it. ``rateLimitPerSecond: 0`` turns it off
     (the API's per-account limits still apply)."""

@@ -1114,7 +1114,7 @@ def audit_cmd(ctx: typer.Context, fmt: Format = FormatOption) -> None:
 @handled
 def secrets_rotate(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="postgresPassword, redisPassword, …"),
+    name: str = typer.Argument(..., help="postgresPassword, redisPassword, objectStoreSecretKey, …"),
     fmt: Format = FormatOption,
 ) -> None:
     """New value for a generated secret (bumps its rotation keeper) and `pulumi up`."""

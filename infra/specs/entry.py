@@ -68,6 +68,9 @@ def haproxy_config(ctx: SpecContext, host: str, *, monitoring_password: str, cer
         cert_path=cert_path,
         domain=ctx.settings.domain,
         api_servers=ctx.plan.endpoints(Role.API, host),
+        # Locally HAProxy dials API containers by their slot alias, which old and new
+        # version share during a deploy; on Hetzner it dials each API host's proxy.
+        discover_api=ctx.local,
         monitoring_user=MONITORING_USER,
         monitoring_password=monitoring_password,
         monitoring_url=ctx.plan.endpoint(Role.MONITORING, host).url,
@@ -75,6 +78,9 @@ def haproxy_config(ctx: SpecContext, host: str, *, monitoring_password: str, cer
         https_port_suffix=f":{ctx.settings.local.https_port}" if ctx.local else "",
         acme_url=f"{ctx.plan.stack}-{host}-certbot-1:{ACME_STANDALONE_PORT}" if _acme(ctx) else None,
         stats_bind="127.0.0.1:8404" if ctx.local else f"{ctx.plan.host(host).private_ip}:8404",
+        rate_limit_per_10s=10 * ctx.settings.entry.rate_limit_per_second + ctx.settings.entry.rate_limit_burst
+        if ctx.settings.entry.rate_limit_per_second
+        else 0,
     )
 
 

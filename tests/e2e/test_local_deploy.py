@@ -1,16 +1,23 @@
 """End to end: `pulumi up` of a fresh local stack on this machine's Docker engine, a real
 scraping task through the deployed API against a website served from a container, a
-worker killed mid-task, a second `pulumi up` that changes nothing, and `pulumi destroy`
-leaving nothing behind. Runs for the phase 1 and phase 4 layouts."""
+worker killed mid-task, a second `pulumi up` that changes nothing, the object store's
+key rotated under load, and `pulumi destroy` leaving nothing behind. Runs for the phase 1
+and phase 4 layouts."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from ops.access import Container
+from ops.release import retire_old_object_store_keys
+from tests.e2e.load import SteadyLoad
 from tests.e2e.stack import (
     TESTSITE_IMAGE,
     LocalStack,
@@ -258,19 +265,22 @@ def _container_env(container: str, key: str) -> str:
     return next(line.split("=", 1)[1] for line in env.splitlines() if line.startswith(f"{key}="))
 
 
+def _running(stack: str, role: str) -> list[str]:
+    out = docker(
+        "ps",
+        "--format",
+        "{{.Names}}",
+        "--filter",
+        f"label=selextract.stack={stack}",
+        "--filter",
+        f"label=selextract.role={role}",
+    )
+    return sorted(out.stdout.split())
+
+
 def test_results_storage_matches_the_phase(deployed: dict) -> None:
     """Phase 1 keeps results on the app host's disk; from phase 2 on they go to S3."""
-    stack = deployed["stack"]
-    api = docker(
-        "ps",
-        "-q",
-        "--filter",
-        f"label=selextract.stack={stack.name}",
-        "--filter",
-        "label=selextract.role=api",
-        "--filter",
-        "status=running",
-    ).stdout.split()[0]
+    api = _running(deployed["stack"].name, "api")[0]
     out = docker(
         "exec",
         api,
@@ -281,3 +291,93 @@ def test_results_storage_matches_the_phase(deployed: dict) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ("S3Storage" if deployed["phase"] >= 2 else "LocalStorage")
+
+
+_S3_PROBE = (
+    "import os, sys, boto3\n"
+    "s3 = boto3.client('s3', endpoint_url=os.environ['S3_ENDPOINT_URL'], region_name='us-east-1',\n"
+    "                  aws_access_key_id=sys.argv[1], aws_secret_access_key=sys.stdin.read().strip())\n"
+    "s3.head_bucket(Bucket=os.environ['S3_BUCKET'])\n"
+)
+
+
+def _s3_ok(api: str, access_key: str, secret_key: str) -> bool:
+    """An S3 call with these credentials from an API container (the store is not published);
+    the secret goes on stdin, not on a command line."""
+    probe = subprocess.run(
+        ["docker", "exec", "-i", api, "python", "-c", _S3_PROBE, access_key],
+        input=secret_key,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return probe.returncode == 0
+
+
+def test_object_store_key_rotation_under_load(deployed: dict) -> None:
+    """`rotation:objectStoreSecretKey` bump + `pulumi up` under steady result downloads: the
+    new key is added to the running store (no node restarts), the new version uses it, the
+    old one keeps working until `selextract secrets rotate` removes it (done here directly),
+    and no request fails."""
+    if deployed["phase"] < 2:
+        pytest.skip("phase 1 keeps results on the app host's disk: it has no object store to rotate")
+    client, site, stack = deployed["client"], deployed["site"], deployed["stack"]
+    headers = {"Authorization": f"Bearer {_api_key(stack, 'keys@example.com')}"}
+    done = client.post("/api/v1/tasks", headers=headers, json={"urls": [f"{site}/products.html"], "extract": RULES})
+    assert done.status_code == 201, done.text
+    assert _wait_task(client, headers, done.json()["id"])["state"] == "completed"
+    pending = client.post(
+        "/api/v1/tasks",
+        headers=headers,
+        json={"urls": [f"{site}/slow?ms=4000", f"{site}/table.html"], "extract": RULES},
+    )
+    assert pending.status_code == 201, pending.text
+    stores = _running(stack.name, "objectstore")
+    started = {c: docker("inspect", "-f", "{{.State.StartedAt}}", c).stdout for c in stores}
+    api = _running(stack.name, "api")[0]
+    old = (_container_env(api, "S3_ACCESS_KEY"), _container_env(api, "S3_SECRET_KEY"))
+
+    stack.pulumi("config", "set", "--stack", stack.name, "rotation:objectStoreSecretKey", "1")
+    paths = ("/health", f"/api/v1/tasks/{done.json()['id']}/results")
+    with SteadyLoad(str(client.base_url), headers, paths) as load:
+        time.sleep(2)
+        stack.up()
+        time.sleep(3)
+    assert sum(load.results.values()) > 100, load.results
+    assert load.failures == [], f"{len(load.failures)} failed of {sum(load.results.values())}: {load.failures[:5]}"
+    assert _wait_task(client, headers, pending.json()["id"])["state"] == "completed"
+
+    api = _running(stack.name, "api")[0]
+    new = (_container_env(api, "S3_ACCESS_KEY"), _container_env(api, "S3_SECRET_KEY"))
+    assert new[0] == f"{old[0]}-1" and new[1] != old[1] and len(new[1]) == 32
+    assert {c: docker("inspect", "-f", "{{.State.StartedAt}}", c).stdout for c in stores} == started, (
+        "no node restarted"
+    )
+    assert _s3_ok(api, *new) and _s3_ok(api, *old), "both keys work until the old one is removed"
+    assert not _s3_ok(api, new[0], old[1]), "a key only works with its own secret"
+
+    removed = retire_old_object_store_keys(Container(stores[0]), "seaweedfs", new[0], old[0])
+    assert removed == [old[0]]
+    assert _s3_ok(api, *new) and not _s3_ok(api, *old)
+    assert client.get(paths[1], headers=headers).status_code == 200
+    # the keys file on the volume is the truth, not the env the node was created with
+    docker("restart", stores[0])
+    _wait_ready(client)
+    assert _s3_ok(api, *new) and not _s3_ok(api, *old)
+
+
+def test_entry_limits_requests_per_client_address(deployed: dict) -> None:
+    """The entry's per-address limit (defaults: 50 requests/s, burst 100) holds on both
+    entries: nginx (phase 1) lets 100 + 50/s through, HAProxy (phase 4) 10 x 50 + 100 in
+    any 10 s; past that the client gets 429, and it is served again once the window passes."""
+    client = deployed["client"]
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: client.get("/health").status_code, range(900)))
+    elapsed = time.monotonic() - started
+    counts = Counter(statuses)
+    assert set(counts) == {200, 429}, counts
+    allowed = 100 + 50 * elapsed if deployed["phase"] < 3 else 600
+    assert counts[200] <= allowed + 1, (counts, elapsed)
+    time.sleep(11)
+    assert client.get("/health").status_code == 200

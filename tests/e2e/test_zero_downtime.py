@@ -5,9 +5,7 @@ image tag, no rebuild). Also: two deploys of one stack cannot run at once (state
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 
 import httpx
@@ -15,48 +13,13 @@ import pytest
 
 from ops.access import Container, Postgres, Redis
 from ops.release import retire_old_redis_passwords, retire_standby_login
+from tests.e2e.load import SteadyLoad
 from tests.e2e.stack import LocalStack, docker, remove_leftovers, require_toolchain, stack_resources
 from tests.e2e.test_local_deploy import _api_key, _wait_ready, _wait_task
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 NAME = "e2e-zdt"
 HTTP, HTTPS, PROM = 48080, 48443, 49090
-
-
-class SteadyLoad:
-    """Bounded background load through the entry: GET /health and GET a task, ~20 req/s."""
-
-    def __init__(self, base: str, headers: dict[str, str], task_id: str, max_seconds: float = 600) -> None:
-        self.base, self.headers, self.task_id, self.max_seconds = base, headers, task_id, max_seconds
-        self.results: Counter[str] = Counter()
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> SteadyLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        with httpx.Client(base_url=self.base, verify=False, timeout=10) as client:
-            i = 0
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                path = "/health" if i % 2 else f"/api/v1/tasks/{self.task_id}"
-                try:
-                    status = client.get(path, headers=self.headers).status_code
-                    self.results[str(status)] += 1
-                    if status not in (200, 429):  # 429: the account's own rate limit, not an outage
-                        self.failures.append(f"{path} -> {status}")
-                except httpx.HTTPError as exc:
-                    self.results["error"] += 1
-                    self.failures.append(f"{path} -> {type(exc).__name__}: {exc}")
-                i += 1
-                time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +80,7 @@ def _deploy_under_load(stack: LocalStack, config: tuple[str, str]) -> tuple[Stea
     )
     assert slow.status_code == 201, slow.text
     stack.pulumi("config", "set", "--stack", NAME, *config)
-    with SteadyLoad(f"https://127.0.0.1:{HTTPS}", headers, first["id"]) as load:
+    with SteadyLoad(f"https://127.0.0.1:{HTTPS}", headers, ("/health", f"/api/v1/tasks/{first['id']}")) as load:
         time.sleep(2)
         stack.up()
         time.sleep(3)

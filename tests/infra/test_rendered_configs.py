@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -102,16 +103,23 @@ def _nginx_check(conf: str, proxy: str, cert: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("entry", "zone", "limit"),
+    ("entry", "zone", "limit", "per_10s"),
     [
-        (None, "rate=50r/s;", "limit_req zone=api burst=100 nodelay;"),
-        ({"rateLimitPerSecond": 400, "rateLimitBurst": 800}, "rate=400r/s;", "limit_req zone=api burst=800 nodelay;"),
-        ({"rateLimitPerSecond": 0}, None, None),
+        (None, "rate=50r/s;", "limit_req zone=api burst=100 nodelay;", 600),
+        (
+            {"rateLimitPerSecond": 400, "rateLimitBurst": 800},
+            "rate=400r/s;",
+            "limit_req zone=api burst=800 nodelay;",
+            4800,
+        ),
+        ({"rateLimitPerSecond": 0}, None, None, None),
     ],
 )
 def test_entry_rate_limit_comes_from_stack_config(
-    entry: dict | None, zone: str | None, limit: str | None, cert: Path, tmp_path: Path
+    entry: dict | None, zone: str | None, limit: str | None, per_10s: int | None, cert: Path, tmp_path: Path
 ) -> None:
+    """Both entries take the limit from the stack: nginx as rate + burst, HAProxy (phase 3+)
+    as the count over 10 s that rate + burst lets through."""
     doc = yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())
     if entry is not None:
         doc["config"]["selextract:entry"] = entry
@@ -125,6 +133,14 @@ def test_entry_rate_limit_comes_from_stack_config(
     else:
         assert f"limit_req_zone $binary_remote_addr zone=api:10m {zone}" in conf
         assert limit in proxy
+    host = ctx.plan.hosts_with(Role.API)[0].name
+    cfg = haproxy_config(ctx, host, monitoring_password="pw", cert_path=str(cert / "combined.pem"))
+    (tmp_path / "haproxy.cfg").write_text(cfg)
+    _run([_need("haproxy"), "-c", "-f", str(tmp_path / "haproxy.cfg")])
+    if per_10s is None:
+        assert "sc_http_req_rate" not in cfg
+    else:
+        assert f"http-request deny deny_status 429 if {{ sc_http_req_rate(0) gt {per_10s} }}" in cfg
 
 
 @pytest.mark.parametrize("stack_file", STACKS, ids=lambda p: p.name)
@@ -226,6 +242,36 @@ def test_grafana_provisioning_where_an_image_is_configured(stack_file: Path) -> 
         exprs = {t["expr"] for p in dashboard["panels"] for t in p["targets"]}
         assert {"api_response_time_95th", "celery_queue_length", "disk_usage_percent"} <= exprs
         assert spec.env["GF_SECURITY_ADMIN_PASSWORD"] == "@@secret:monitoringPassword@@"
+
+
+def test_dashboard_queries_are_valid_promql_on_metrics_that_exist(tmp_path: Path) -> None:
+    """Every panel query parses (promtool, as recording rules) and every selextract_worker_*
+    metric it names is one the workers export (worker/metrics.py)."""
+    import json
+
+    from worker import metrics
+
+    dashboard = json.loads((ROOT / "configs/grafana/scaling-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = {
+        "groups": [{"name": "dashboard", "rules": [{"record": f"panel:q{i}", "expr": e} for i, e in enumerate(exprs)]}]
+    }
+    (tmp_path / "dashboard-rules.yml").write_text(yaml.safe_dump(rules))
+    _run([_need("promtool"), "check", "rules", str(tmp_path / "dashboard-rules.yml")])
+    exported = {
+        m.describe()[0].name
+        for m in (
+            metrics.TASK_DURATION,
+            metrics.TASKS,
+            metrics.TASKS_IN_PROGRESS,
+            metrics.PAGES_FETCHED,
+            metrics.FETCH_ERRORS,
+        )
+    }
+    used = {re.sub(r"_(bucket|total)$", "", n) for e in exprs for n in re.findall(r"selextract_worker_\w+", e)}
+    assert used and used <= exported, used - exported
+    panels = {p["title"] for p in dashboard["panels"]}
+    assert any("runtime" in t for t in panels) and any("outcome" in t for t in panels)
 
 
 @pytest.mark.parametrize("stack_file", STACKS, ids=lambda p: p.name)
