@@ -9,6 +9,11 @@ if [ ! -s "$dir/cert.pem" ]; then
      /etc/selextract/tls-bootstrap/combined.pem "$dir/"
   chmod 600 "$dir/key.pem" "$dir/combined.pem"
 fi
+# HAProxy loads the monitoring login from a second config file that the password-sync
+# step writes; until it has, an empty userlist keeps the monitoring hostname closed.
+if [ -n "${MONITORING_USERLIST:-}" ] && [ ! -s "$MONITORING_USERLIST" ]; then
+  (umask 077; printf 'userlist monitoring_users\n' > "$MONITORING_USERLIST")
+fi
 # Pick up renewed certificates: reload the proxy every RELOAD_EVERY seconds if set.
 if [ -n "${RELOAD_EVERY:-}" ]; then
   (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from infra.render import CONFIG_DIR, render
-from infra.specs.base import ContainerSpec, Healthcheck, Mount, Upload, secret
+from infra.specs.base import ContainerSpec, Healthcheck, Mount, PasswordSync, Upload, secret
 from infra.specs.context import SpecContext
 from infra.topology import Role
 
@@ -14,6 +14,33 @@ ACME_WEBROOT = "/var/www/acme"
 ACME_STANDALONE_PORT = 8402  # HAProxy forwards /.well-known/acme-challenge/ here
 ENTRYPOINT = "/usr/local/bin/selextract-tls-entrypoint"
 MONITORING_USER = "admin"
+# The monitoring login lives on the entry's TLS volume, not in its uploads: a new password
+# is written there and the proxy reloaded in place (a new upload would replace the only
+# public door), and a replaced container finds it again.
+MONITORING_HTPASSWD = f"{TLS_DIR}/monitoring.htpasswd"  # nginx; read by its workers
+MONITORING_USERLIST = f"{TLS_DIR}/monitoring-users.cfg"  # HAProxy: a second -f file
+HAPROXY_CONFIG = "/usr/local/etc/haproxy/haproxy.cfg"
+
+# stdin: the password. The file is swapped whole, then nginx reloads gracefully.
+NGINX_SET_MONITORING_PASSWORD = f"""set -eu
+read -r pw
+printf '{MONITORING_USER}:{{PLAIN}}%s\\n' "$pw" > {MONITORING_HTPASSWD}.new
+chmod 644 {MONITORING_HTPASSWD}.new
+mv {MONITORING_HTPASSWD}.new {MONITORING_HTPASSWD}
+nginx -s reload
+"""
+
+# stdin: the password. Checked together with haproxy.cfg before the master (PID 1) reloads
+# its worker; the listening sockets pass to the new worker (expose-fd listeners).
+HAPROXY_SET_MONITORING_PASSWORD = f"""set -eu
+read -r pw
+umask 077
+{{ echo 'userlist monitoring_users'
+  printf '    user {MONITORING_USER} insecure-password %s\\n' "$pw"; }} > {MONITORING_USERLIST}.new
+haproxy -c -q -f {HAPROXY_CONFIG} -f {MONITORING_USERLIST}.new
+mv {MONITORING_USERLIST}.new {MONITORING_USERLIST}
+kill -USR2 1
+"""
 
 
 BOOTSTRAP_DIR = "/etc/selextract/tls-bootstrap"
@@ -51,6 +78,7 @@ def nginx_config(ctx: SpecContext, host: str) -> tuple[str, str]:
         grafana_url=_grafana_url(ctx),
         cert_path=f"{TLS_DIR}/cert.pem",
         key_path=f"{TLS_DIR}/key.pem",
+        htpasswd_path=MONITORING_HTPASSWD,
         rate_limit_per_second=ctx.settings.entry.rate_limit_per_second,
     )
     proxy = render(
@@ -61,7 +89,7 @@ def nginx_config(ctx: SpecContext, host: str) -> tuple[str, str]:
     return conf, proxy
 
 
-def haproxy_config(ctx: SpecContext, host: str, *, monitoring_password: str, cert_path: str) -> str:
+def haproxy_config(ctx: SpecContext, host: str, *, cert_path: str) -> str:
     return render(
         "haproxy.cfg.j2",
         tls=ctx.tls,
@@ -71,8 +99,6 @@ def haproxy_config(ctx: SpecContext, host: str, *, monitoring_password: str, cer
         # Locally HAProxy dials API containers by their slot alias, which old and new
         # version share during a deploy; on Hetzner it dials each API host's proxy.
         discover_api=ctx.local,
-        monitoring_user=MONITORING_USER,
-        monitoring_password=monitoring_password,
         monitoring_url=ctx.plan.endpoint(Role.MONITORING, host).url,
         grafana_url=_grafana_url(ctx),
         https_port_suffix=f":{ctx.settings.local.https_port}" if ctx.local else "",
@@ -142,12 +168,10 @@ def entry_specs(ctx: SpecContext) -> list[ContainerSpec]:
                     *_tls_uploads(),
                     Upload("/etc/nginx/nginx.conf", conf),
                     Upload("/etc/nginx/selextract-proxy.conf", proxy),
-                    Upload(
-                        "/etc/nginx/monitoring.htpasswd", f"{MONITORING_USER}:{{PLAIN}}{secret('monitoringPassword')}\n"
-                    ),
                 ),
                 healthcheck=Healthcheck(("CMD-SHELL", "nginx -t -q")),
                 depends_on=api_names,
+                password_sync=PasswordSync(NGINX_SET_MONITORING_PASSWORD, secret("monitoringPassword") + "\n"),
             )
         )
         if _acme(ctx):
@@ -161,25 +185,18 @@ def entry_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 role=Role.LB,
                 image=ctx.settings.images.haproxy,
                 entrypoint=("/bin/sh", ENTRYPOINT),
-                command=("haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"),
+                command=("haproxy", "-W", "-db", "-f", HAPROXY_CONFIG, "-f", MONITORING_USERLIST),
                 user="root",  # the entrypoint writes the certificate; haproxy.cfg drops to haproxy
-                env=common_env,
+                env={**common_env, "MONITORING_USERLIST": MONITORING_USERLIST},
                 ports=ctx.entry_ports(),
                 mounts=(Mount(f"{plan.stack}-{host}-tls", TLS_DIR),),
                 uploads=(
                     *_tls_uploads(),
-                    Upload(
-                        "/usr/local/etc/haproxy/haproxy.cfg",
-                        haproxy_config(
-                            ctx,
-                            host,
-                            monitoring_password=secret("monitoringPassword"),
-                            cert_path=f"{TLS_DIR}/combined.pem",
-                        ),
-                    ),
+                    Upload(HAPROXY_CONFIG, haproxy_config(ctx, host, cert_path=f"{TLS_DIR}/combined.pem")),
                 ),
-                healthcheck=Healthcheck(("CMD-SHELL", "haproxy -c -q -f /usr/local/etc/haproxy/haproxy.cfg")),
+                healthcheck=Healthcheck(("CMD-SHELL", f"haproxy -c -q -f {HAPROXY_CONFIG} -f {MONITORING_USERLIST}")),
                 depends_on=api_names,
+                password_sync=PasswordSync(HAPROXY_SET_MONITORING_PASSWORD, secret("monitoringPassword") + "\n"),
             )
         )
         if _acme(ctx):

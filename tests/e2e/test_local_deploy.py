@@ -381,3 +381,40 @@ def test_entry_limits_requests_per_client_address(deployed: dict) -> None:
     assert counts[200] <= allowed + 1, (counts, elapsed)
     time.sleep(11)
     assert client.get("/health").status_code == 200
+
+
+def _monitoring_password(entry: str, phase: int) -> str:
+    """The login the entry holds now: nginx's htpasswd or HAProxy's userlist file."""
+    if phase >= 3:
+        text = docker("exec", entry, "cat", "/etc/selextract/tls/monitoring-users.cfg").stdout
+        return text.split("insecure-password", 1)[1].strip()
+    text = docker("exec", entry, "cat", "/etc/selextract/tls/monitoring.htpasswd").stdout
+    return text.strip().split("{PLAIN}", 1)[1]
+
+
+def _monitoring_status(client: httpx.Client, password: str) -> int:
+    return client.get(
+        "/-/healthy", headers={"Host": "monitoring.selextract.localhost"}, auth=("admin", password)
+    ).status_code
+
+
+def test_monitoring_password_rotation_under_load(deployed: dict) -> None:
+    """`rotation:monitoringPassword` + `pulumi up` under steady load: the entry (the only
+    public door) is not restarted but reloads with the new login (nginx -s reload; HAProxy
+    hands its sockets to the new worker), no request fails, the old login is refused."""
+    client, stack, phase = deployed["client"], deployed["stack"], deployed["phase"]
+    (entry,) = _running(stack.name, "lb" if phase >= 3 else "entry")
+    old = _monitoring_password(entry, phase)
+    assert _monitoring_status(client, old) == 200 and _monitoring_status(client, "wrong") == 401
+    started = docker("inspect", "-f", "{{.State.StartedAt}}", entry).stdout
+    stack.pulumi("config", "set", "--stack", stack.name, "rotation:monitoringPassword", "1")
+    with SteadyLoad(str(client.base_url), {}, ("/health", "/health/ready")) as load:
+        time.sleep(2)
+        stack.up()
+        time.sleep(3)
+    assert sum(load.results.values()) > 40, load.results
+    assert load.failures == [], f"{len(load.failures)} failed of {sum(load.results.values())}: {load.failures[:5]}"
+    new = _monitoring_password(entry, phase)
+    assert new != old and len(new) == 32
+    assert docker("inspect", "-f", "{{.State.StartedAt}}", entry).stdout == started, "the entry was not restarted"
+    assert _monitoring_status(client, new) == 200 and _monitoring_status(client, old) == 401

@@ -331,3 +331,19 @@ def test_object_store_key_is_added_in_place_before_the_app_starts(stack_file: st
             if spec.role == Role.OBJECT_STORE and not spec.one_shot:
                 assert "objectStoreSecretKey" not in spec.secrets or spec.ignore_env_changes, spec.name
                 assert "objectStoreSecretKey" not in " ".join((*spec.command, *spec.entrypoint))
+
+
+@pytest.mark.parametrize(
+    ("stack_file", "marker"), [("Pulumi.local.yaml", "nginx -s reload"), ("Pulumi.phase4.yaml", "kill -USR2 1")]
+)
+def test_monitoring_login_is_set_in_the_running_entry(stack_file: str, marker: str) -> None:
+    """The monitoring password reaches the entry only through its sync step (secret stdin),
+    never an upload: a new one reloads the proxy instead of replacing the public entry."""
+    run, specs = _with(stack_file)
+    entries = [s for s in specs.values() if s.role in (Role.ENTRY, Role.LB) and s.password_sync is not None]
+    assert len(entries) == 1
+    (sync,) = [r for r in run.resources if r.name == f"{entries[0].name}-password-sync" and "Command" in r.type]
+    assert marker in sync.inputs["create"]
+    leaves = [x for x in run.leaf_inputs if x[1] == sync.name and x[2] in (".stdin", ".triggers[0]")]
+    assert leaves and all(is_secret for _, _, _, is_secret, _ in leaves)
+    assert "monitoringPassword" not in entries[0].secrets

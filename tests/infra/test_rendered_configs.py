@@ -68,11 +68,17 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_haproxy_config_is_valid(stack_file: Path, cert: Path, tmp_path: Path) -> None:
     ctx = _ctx(stack_file)
     lbs = ctx.plan.placements_of(Role.LB) or ctx.plan.placements_of(Role.ENTRY)
-    cfg = haproxy_config(ctx, lbs[0].host, monitoring_password="pw", cert_path=str(cert / "combined.pem"))
-    path = tmp_path / "haproxy.cfg"
-    path.write_text(cfg)
-    _run([_need("haproxy"), "-c", "-f", str(path)])
+    cfg = haproxy_config(ctx, lbs[0].host, cert_path=str(cert / "combined.pem"))
+    _haproxy_check(cfg, tmp_path)
     assert "option httpchk GET /health" in cfg
+    assert "insecure-password" not in cfg, "the monitoring login is a second file, written in place"
+
+
+def _haproxy_check(cfg: str, tmp_path: Path) -> None:
+    """`haproxy -c` on the config plus the userlist file the password-sync step writes."""
+    (tmp_path / "haproxy.cfg").write_text(cfg)
+    (tmp_path / "users.cfg").write_text("userlist monitoring_users\n    user admin insecure-password pw\n")
+    _run([_need("haproxy"), "-c", "-f", str(tmp_path / "haproxy.cfg"), "-f", str(tmp_path / "users.cfg")])
 
 
 @pytest.mark.parametrize("stack_file", STACKS, ids=lambda p: p.name)
@@ -80,14 +86,7 @@ def test_nginx_config_is_valid(stack_file: Path, cert: Path, tmp_path: Path) -> 
     ctx = _ctx(stack_file)
     host = ctx.plan.hosts_with(Role.API)[0].name
     conf, proxy = nginx_config(ctx, host)
-    conf = conf.replace("/etc/selextract/tls", str(cert)).replace(
-        "/etc/nginx/selextract-proxy.conf", str(tmp_path / "proxy.conf")
-    )
-    conf = conf.replace("/etc/nginx/monitoring.htpasswd", str(tmp_path / "htpasswd"))
-    (tmp_path / "proxy.conf").write_text(proxy)
-    (tmp_path / "htpasswd").write_text("admin:{PLAIN}pw\n")
-    (tmp_path / "nginx.conf").write_text(conf)
-    _run([_need("nginx"), "-t", "-q", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-e", "/dev/stderr"])
+    _nginx_check(conf, proxy, cert, tmp_path)
     assert f"set $selextract_api http://{ctx.plan.pool_alias(host, Role.API)}:8000;" in conf
 
 
@@ -95,9 +94,7 @@ def _nginx_check(conf: str, proxy: str, cert: Path, tmp_path: Path) -> None:
     conf = conf.replace("/etc/selextract/tls", str(cert)).replace(
         "/etc/nginx/selextract-proxy.conf", str(tmp_path / "proxy.conf")
     )
-    conf = conf.replace("/etc/nginx/monitoring.htpasswd", str(tmp_path / "htpasswd"))
     (tmp_path / "proxy.conf").write_text(proxy)
-    (tmp_path / "htpasswd").write_text("admin:{PLAIN}pw\n")
     (tmp_path / "nginx.conf").write_text(conf)
     _run([_need("nginx"), "-t", "-q", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-e", "/dev/stderr"])
 
@@ -134,9 +131,8 @@ def test_entry_rate_limit_comes_from_stack_config(
         assert f"limit_req_zone $binary_remote_addr zone=api:10m {zone}" in conf
         assert limit in proxy
     host = ctx.plan.hosts_with(Role.API)[0].name
-    cfg = haproxy_config(ctx, host, monitoring_password="pw", cert_path=str(cert / "combined.pem"))
-    (tmp_path / "haproxy.cfg").write_text(cfg)
-    _run([_need("haproxy"), "-c", "-f", str(tmp_path / "haproxy.cfg")])
+    cfg = haproxy_config(ctx, host, cert_path=str(cert / "combined.pem"))
+    _haproxy_check(cfg, tmp_path)
     if per_10s is None:
         assert "sc_http_req_rate" not in cfg
     else:
