@@ -45,6 +45,8 @@ from ops.stack import apply_changes, phase_changes, settings_for_phase
 Progress = Callable[[str], None]
 TargetFor = Callable[[Plan, Settings], Target]
 CRITICAL_GATE = ("api", "database", "redis", "workers", "storage")
+ROLLBACK_GATE_MIN = 180.0  # seconds the old deployment has to get healthy again after a rollback
+ROLLBACK_UP_ATTEMPTS = 2
 
 
 class MigrationError(OpsError):
@@ -267,6 +269,7 @@ class Migrator:
         gate_timeout: float = 180.0,
         gate_interval: float = 5.0,
         use_maintenance: bool = True,
+        rollback_gate_timeout: float | None = None,
     ) -> None:
         self.deployer = deployer
         self.load_settings = load_settings
@@ -277,6 +280,11 @@ class Migrator:
         self.gate_timeout = gate_timeout
         self.gate_interval = gate_interval
         self.use_maintenance = use_maintenance
+        # The old deployment gets at least ROLLBACK_GATE_MIN: a short gate for the new phase
+        # must not turn a slow-starting rollback into "rollback failed".
+        self.rollback_gate_timeout = (
+            max(gate_timeout, ROLLBACK_GATE_MIN) if rollback_gate_timeout is None else rollback_gate_timeout
+        )
 
     # -- helpers --
 
@@ -485,6 +493,17 @@ class Migrator:
             except OpsError:
                 pass
 
+    def _rollback_up(self) -> dict[str, Any]:
+        """`pulumi up` back to the old phase, tried ROLLBACK_UP_ATTEMPTS times: an up converges
+        from wherever the last one stopped, and a transient provider error (a container that
+        was still being removed, a Docker API timeout) must not leave the stack half-moved."""
+        for _ in range(ROLLBACK_UP_ATTEMPTS - 1):
+            try:
+                return self.deployer.up(self.log.output)
+            except Exception as exc:
+                self.log.info(f"rollback pulumi up failed ({str(exc).strip()[-300:]}): trying again")
+        return self.deployer.up(self.log.output)
+
     def rollback(self, mplan: MigrationPlan, previous: Mapping[str, Any], manifest: Manifest) -> str:
         log = self.log
         log.write("rollback", to_phase=mplan.from_phase, backup=manifest.id)
@@ -496,13 +515,13 @@ class Migrator:
                     else:
                         self.deployer.set_config(key, value)
             with log.step(f"rollback: pulumi up (phase {mplan.from_phase})") as note:
-                note["detail"] = json.dumps(self.deployer.up(log.output).get("changes", {}))
+                note["detail"] = json.dumps(self._rollback_up().get("changes", {}))
             settings = self.load_settings()
             old_plan, old_target = self._target(settings)
             with log.step("rollback: data") as note:
                 note["detail"] = self.move_data(mplan, manifest, old_target, rollback=True)
             with log.step("rollback: health of the previous deployment") as note:
-                report = self.gate(old_target)
+                report = self.gate(old_target, timeout=self.rollback_gate_timeout)
                 note["detail"] = ", ".join(f"{r.name} {r.status}" for r in report.results)
         except BaseException as exc:
             log.write(

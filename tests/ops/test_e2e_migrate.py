@@ -214,9 +214,9 @@ def test_migrate_1_to_2_rolls_back_when_the_gate_fails(e2e: dict[str, Any], monk
     before = _fingerprint()
     monkeypatch.setattr(cli, "make_deployer", lambda stack: KillNewWorkers(PulumiDeployer(stack, e2e["workdir"])))
     result = _migrate("--from", "1", "--to", "2", "--gate-timeout", "45")
-    assert result["exit"] == 1, result
-    assert result["status"] == "rolled-back", result
     steps = {s["name"]: s for s in result["steps"]}
+    assert result["exit"] == 1, result
+    assert result["status"] == "rolled-back", (result.get("error"), [s for s in result["steps"] if s["status"] != "ok"])
     assert steps["deploy: pulumi up (phase 2)"]["status"] == "ok"
     assert steps["data: move and verify"]["status"] == "ok"  # results went into the bucket
     assert steps["gate: health of the new deployment"]["status"] == "failed"

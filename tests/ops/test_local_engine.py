@@ -203,6 +203,8 @@ def test_migrate_1_to_2_with_a_failing_health_gate_rolls_back(local_stack: Local
     def crash_redis(p) -> None:  # type: ignore[no-untyped-def]
         if p.phase == 2:  # the new deployment comes up with a dead Redis
             docker("stop", "-t", "1", f"{s.name}-redis-01-redis-1")
+        if s.deployer.ups == [1, 2, 1]:  # and the first `pulumi up` of the rollback fails
+            raise RuntimeError("docker provider: context deadline exceeded")
 
     s.deployer.sabotage = crash_redis
     result = s.cli(
@@ -232,7 +234,7 @@ def test_migrate_1_to_2_with_a_failing_health_gate_rolls_back(local_stack: Local
     assert steps["rollback: data"] == "ok"
     assert steps["rollback: health of the previous deployment"] == "ok"
     assert steps["resume: maintenance off"] == "ok"
-    assert s.deployer.ups == [1, 2, 1]
+    assert s.deployer.ups == [1, 2, 1, 1]  # the rollback's up was tried again
 
     # back on phase 1, in the config and on the engine, with every row and result file
     assert load_stack(s.name).phase == 1
@@ -246,6 +248,9 @@ def test_migrate_1_to_2_with_a_failing_health_gate_rolls_back(local_stack: Local
     log = Path(data["log"]).read_text().splitlines()
     events = [json.loads(line) for line in log]
     assert any(e["event"] == "rollback" for e in events)
+    assert any(
+        "rollback pulumi up failed (docker provider: context deadline exceeded)" in e.get("message", "") for e in events
+    )
     assert events[-1] == {**events[-1], "event": "result", "status": "rolled-back"}
     listed = json.loads(s.cli("backup", "list", "--format", "json").output)["backups"]
     assert listed[0]["label"] == "pre-migration-1-to-2" and listed[0]["pinned"] is True
