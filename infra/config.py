@@ -434,6 +434,17 @@ def _errors_to_message(exc: ValidationError, raw: dict[str, Any], source: str) -
     return "\n".join(lines)
 
 
+def _newest_generations(nested: Any, flat: dict[str, Any]) -> Any:
+    if not isinstance(nested, dict):
+        return flat if nested is None else nested  # not a mapping: validation names it
+    merged = dict(nested)
+    for key, value in flat.items():
+        old = merged.get(key)
+        both_int = isinstance(old, int) and isinstance(value, int)
+        merged[key] = max(old, value) if both_int else value
+    return merged
+
+
 def load_settings(
     config: dict[str, Any], *, stack: str, secret_keys: set[str] | None = None, source: str | None = None
 ) -> Settings:
@@ -465,8 +476,9 @@ def load_settings(
     if secrets:
         raw["secrets"] = secrets
     if rotation:
-        # `pulumi config set rotation:<name> N` and `selextract:rotation.<name>` both count
-        raw["rotation"] = {**(raw.get("rotation") or {}), **rotation}
+        # `pulumi config set rotation:<name> N` and `selextract:rotation.<name>` both count;
+        # a generation only goes up, so where both are set the higher one is in force
+        raw["rotation"] = _newest_generations(raw.get("rotation"), rotation)
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:

@@ -1052,12 +1052,14 @@ def _release_context(ctx: typer.Context) -> tuple[Any, Any]:
     return make_deployer(c.stack), AuditLog.for_stack(state_dir(), c.stack)
 
 
-def _report_release(action: str, outputs: dict[str, Any], fmt: Format) -> None:
+def _report_release(action: str, outputs: dict[str, Any], fmt: Format, extra: dict[str, Any] | None = None) -> None:
     version = outputs.get("version") or {}
     if fmt == Format.json:
-        emit_json({"action": action, "version": version})
+        emit_json({"action": action, "version": version, **(extra or {})})
         return
     out.print(f"{action}: running version {version.get('tag')} (commit {version.get('commit')})")
+    if extra and extra.get("retired"):
+        out.print(extra["retired"])
 
 
 @app.command("deploy")
@@ -1129,21 +1131,22 @@ def secrets_rotate(
     )
 
     deployer, audit = _release_context(ctx)
-    outputs = rotate_secret(deployer, audit, name, _progress(fmt))
+    c = ctx_obj(ctx)
+    generation = c.settings.rotation.get(name, 0) + 1
+    outputs = rotate_secret(deployer, audit, name, _progress(fmt), current=generation - 1)
+    # the new version runs everywhere: what only the old one used can go
+    retired = ""
     if name == ROTATION_KEY:
-        retired = retire_standby_login(ctx_obj(ctx).target().postgres, int(deployer.get_config(f"rotation.{name}")))
-        _progress(fmt)(f"retired the previous app database login {retired}")
+        retired = f"retired the previous app database login {retire_standby_login(c.target().postgres, generation)}"
     elif name == "redisPassword":
-        dropped = retire_old_redis_passwords(ctx_obj(ctx).target().redis)
-        _progress(fmt)(f"dropped {dropped} earlier Redis password(s)")
-    elif name == OBJECT_STORE_KEY and "objectstore" in ctx_obj(ctx).target().data_containers:
-        settings = ctx_obj(ctx).settings
-        base = settings.object_store.access_key
+        retired = f"dropped {retire_old_redis_passwords(c.target().redis)} earlier Redis password(s)"
+    elif name == OBJECT_STORE_KEY and "objectstore" in c.target().data_containers:
+        base = c.settings.object_store.access_key
         removed = retire_old_object_store_keys(
-            ctx_obj(ctx).target().data_containers["objectstore"],
-            settings.object_store_impl,
-            app_access_key(base, {OBJECT_STORE_KEY: int(deployer.get_config(f"rotation.{name}"))}),
+            c.target().data_containers["objectstore"],
+            c.settings.object_store_impl,
+            app_access_key(base, {OBJECT_STORE_KEY: generation}),
             base,
         )
-        _progress(fmt)(f"removed {len(removed)} earlier object-store key(s): {', '.join(removed) or 'none'}")
-    _report_release(f"rotate {name}", outputs, fmt)
+        retired = f"removed {len(removed)} earlier object-store key(s): {', '.join(removed) or 'none'}"
+    _report_release(f"rotate {name}", outputs, fmt, {"generation": generation, "retired": retired})

@@ -74,7 +74,8 @@ def _who() -> str:
 def _run(deployer: Any, audit: AuditLog, action: str, progress: Progress, detail: str = "") -> dict[str, Any]:
     start = time.monotonic()
     try:
-        outputs = deployer.up(progress)
+        deployer.up(progress)  # its summary counts resources; the version is a stack output
+        outputs = deployer.outputs()
     except Exception as exc:
         audit.append(
             AuditEntry(
@@ -90,7 +91,7 @@ def _run(deployer: Any, audit: AuditLog, action: str, progress: Progress, detail
             )
         )
         raise
-    version = (outputs.get("version") or {}) if isinstance(outputs, dict) else {}
+    version = outputs.get("version") or {}
     audit.append(
         AuditEntry(
             datetime.now(UTC).isoformat(),
@@ -124,11 +125,17 @@ def rollback(deployer: Any, audit: AuditLog, progress: Progress, to: str | None 
     return _run(deployer, audit, "rollback", progress, f"from {current} to {target}")
 
 
-def rotate_secret(deployer: Any, audit: AuditLog, name: str, progress: Progress) -> dict[str, Any]:
-    """Bump the RandomPassword keeper of `name` and deploy: a new password everywhere."""
+def rotate_secret(
+    deployer: Any, audit: AuditLog, name: str, progress: Progress, current: int | None = None
+) -> dict[str, Any]:
+    """Bump the RandomPassword keeper of `name` and deploy: a new password everywhere.
+
+    `current` is the generation the program sees now (`Settings.rotation`, which counts
+    both `rotation:<name>` and `selextract:rotation.<name>`); without it, the latter."""
     if name not in GENERATED_SECRETS:
         raise OpsError(f"unknown secret '{name}'; rotatable: {', '.join(GENERATED_SECRETS)}")
-    current = int(deployer.get_config(f"rotation.{name}") or 0)
+    if current is None:
+        current = int(deployer.get_config(f"rotation.{name}") or 0)
     deployer.set_config(f"rotation.{name}", current + 1)
     return _run(deployer, audit, "rotate", progress, f"{name} -> generation {current + 1}")
 

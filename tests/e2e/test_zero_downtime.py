@@ -4,13 +4,17 @@ image tag, no rebuild). Also: two deploys of one stack cannot run at once (state
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from infra.config import load_stack_file
 from ops.access import Container, Postgres, Redis
 from ops.release import retire_old_redis_passwords, retire_standby_login
 from tests.e2e.load import SteadyLoad
@@ -226,3 +230,55 @@ def test_redis_password_rotation_under_load(stack: LocalStack) -> None:
     while not _redis_ok(new) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _redis_ok(new) and not _redis_ok(old)
+
+
+def _selextract(stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
+    """The operator's command, as a process, against this stack's project dir and state."""
+    env = {
+        **stack.env,
+        "SELEXTRACT_PROJECT_DIR": str(stack.workdir),
+        "SELEXTRACT_STATE": str(stack.workdir / "ops-state"),
+    }
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "selextract"), "--stack", NAME, *args],
+        cwd=stack.workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_secrets_rotate_command_deploys_and_retires_the_old_credentials(stack: LocalStack) -> None:
+    """`selextract secrets rotate` end to end, for the two stores this layout has: bump the
+    keeper, `pulumi up`, then retire the old login / password. Afterwards only the new
+    credentials work, the service is ready, and no password is printed or audited."""
+    old_pg = _login("label=selextract.role=api", "DATABASE_URL")
+    old_redis = _env_of("label=selextract.role=api", "REDIS_URL").split("://:", 1)[1].split("@", 1)[0]
+
+    def generation() -> int:  # as the program sees it: `rotation:` and `selextract:rotation.` both count
+        return load_stack_file(stack.workdir / f"Pulumi.{NAME}.yaml").rotation.get("postgresPassword", 0)
+
+    before = generation()
+    outputs, reports = [], []
+    for name in ("postgresPassword", "redisPassword"):
+        proc = _selextract(stack, "secrets", "rotate", name, "--format", "json")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        outputs.append(proc.stdout + proc.stderr)
+        reports.append(json.loads(proc.stdout))
+    assert generation() == before + 1
+    new_pg = _login("label=selextract.role=api", "DATABASE_URL")
+    new_redis = _env_of("label=selextract.role=api", "REDIS_URL").split("://:", 1)[1].split("@", 1)[0]
+    assert new_pg[0] != old_pg[0] and new_redis != old_redis
+    assert reports[0]["retired"] == f"retired the previous app database login {old_pg[0]}"
+    assert reports[1]["retired"] == "dropped 1 earlier Redis password(s)"
+    assert reports[0]["version"] == stack.outputs()["version"], reports[0]
+    assert _psql_ok(*new_pg) and not _psql_ok(*old_pg)
+    assert _redis_ok(new_redis) and not _redis_ok(old_redis)
+    client = httpx.Client(base_url=f"https://127.0.0.1:{HTTPS}", verify=False, timeout=30)
+    _wait_ready(client)
+    client.close()
+    audit = (stack.workdir / "ops-state" / "audit" / f"{NAME}.jsonl").read_text()
+    assert [json.loads(line)["action"] for line in audit.splitlines()][-2:] == ["rotate", "rotate"]
+    for secret in (old_pg[1], new_pg[1], old_redis, new_redis):
+        assert all(secret not in text for text in (*outputs, audit))

@@ -38,7 +38,7 @@ class StandInDeployer:
         self.ups += 1
         tag = self.config.get("imageTag") or self.tree_version
         self._outputs = {"version": {"tag": tag, "commit": "pinned" if "imageTag" in self.config else "c0ffee"}}
-        return self._outputs
+        return {"result": "succeeded", "changes": {"update": 2}}  # what PulumiDeployer.up answers
 
     def outputs(self) -> dict[str, Any]:
         return self._outputs
@@ -82,9 +82,19 @@ def test_rotate_bumps_the_keeper_the_program_reads(tmp_path: Path) -> None:
     assert d.config == {"rotation.postgresPassword": 2}
     settings = load_settings({"selextract:target": "local", "selextract:rotation": {"postgresPassword": 2}}, stack="t")
     assert settings.rotation == {"postgresPassword": 2}
+    # `pulumi config set rotation:postgresPassword 1` earlier: the command's bump still wins
+    both = {
+        "selextract:target": "local",
+        "selextract:rotation": {"postgresPassword": 2},
+        "rotation:postgresPassword": 1,
+    }
+    assert load_settings(both, stack="t").rotation == {"postgresPassword": 2}
+    assert load_settings({**both, "rotation:postgresPassword": 5}, stack="t").rotation == {"postgresPassword": 5}
+    rotate_secret(d, audit, "postgresPassword", print, current=5)
+    assert d.config == {"rotation.postgresPassword": 6}
     with pytest.raises(OpsError, match="unknown secret 'hcloudToken'"):
         rotate_secret(d, audit, "hcloudToken", print)
-    assert [e.action for e in audit.entries()] == ["rotate", "rotate"]
+    assert [e.action for e in audit.entries()] == ["rotate", "rotate", "rotate"]
 
 
 def test_retiring_redis_passwords_keeps_only_the_newest() -> None:
