@@ -1,6 +1,8 @@
 """Deploys operators trust: a new app version under steady load sees no failed request and
 loses no task, then the previous version comes back the same way (rollback by pinning the
-image tag, no rebuild). Also: two deploys of one stack cannot run at once (state lock)."""
+image tag, no rebuild). Deploy, rollback and rotation go through the operator's commands
+(`selextract deploy` / `rollback` / `secrets rotate`), so the audit log that names the
+previous version is the real one. Also: two deploys of one stack cannot run at once."""
 
 from __future__ import annotations
 
@@ -48,7 +50,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         },
     )
     try:
-        s.up()
+        deployed = _selextract(s, "deploy", "--format", "json")  # the first entry of the audit log
+        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
         docker(
             "run",
             "-d",
@@ -69,7 +72,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         assert left == {"containers": [], "networks": [], "volumes": []}
 
 
-def _deploy_under_load(stack: LocalStack, config: tuple[str, str]) -> tuple[SteadyLoad, dict]:
+def _deploy_under_load(
+    stack: LocalStack, config: tuple[str, str] | None = None, command: tuple[str, ...] | None = None
+) -> tuple[SteadyLoad, dict]:
+    """A config change and `pulumi up`, or an operator's `selextract` command, under load."""
     client = httpx.Client(base_url=f"https://127.0.0.1:{HTTPS}", verify=False, timeout=30)
     _wait_ready(client)
     headers = {"Authorization": f"Bearer {_api_key(stack, 'zdt@example.com')}"}
@@ -83,10 +89,15 @@ def _deploy_under_load(stack: LocalStack, config: tuple[str, str]) -> tuple[Stea
         json={"urls": [f"{site}/slow?ms=4000", f"{site}/table.html"], "extract": {"t": "title::text"}},
     )
     assert slow.status_code == 201, slow.text
-    stack.pulumi("config", "set", "--stack", NAME, *config)
+    if config is not None:
+        stack.pulumi("config", "set", "--stack", NAME, *config)
     with SteadyLoad(f"https://127.0.0.1:{HTTPS}", headers, ("/health", f"/api/v1/tasks/{first['id']}")) as load:
         time.sleep(2)
-        stack.up()
+        if command is None:
+            stack.up()
+        else:
+            proc = _selextract(stack, *command)
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         time.sleep(3)
     # every task accepted before and during the deploy completes
     for task_id in (first["id"], slow.json()["id"]):
@@ -98,7 +109,7 @@ def _deploy_under_load(stack: LocalStack, config: tuple[str, str]) -> tuple[Stea
 
 def test_new_version_under_load_has_no_failed_request(stack: LocalStack) -> None:
     before = stack.outputs()["version"]["tag"]
-    load, outputs = _deploy_under_load(stack, ("selextract:release", "r2"))
+    load, outputs = _deploy_under_load(stack, ("selextract:release", "r2"), ("deploy",))
     assert sum(load.results.values()) > 100, load.results
     assert load.failures == [], f"{len(load.failures)} failed of {sum(load.results.values())}: {load.failures[:5]}"
     assert outputs["version"]["tag"] == f"{before}-r2"
@@ -117,9 +128,15 @@ def test_new_version_under_load_has_no_failed_request(stack: LocalStack) -> None
 def test_rollback_to_previous_version_under_load(stack: LocalStack) -> None:
     current = stack.outputs()["version"]["tag"]
     previous = current.removesuffix("-r2")
-    load, outputs = _deploy_under_load(stack, ("selextract:imageTag", previous))
+    load, outputs = _deploy_under_load(stack, command=("rollback",))  # the previous version from the audit log
     assert load.failures == [], load.failures[:5]
     assert outputs["version"] == {"tag": previous, "commit": "pinned"}
+    audit = (stack.workdir / "ops-state" / "audit" / f"{NAME}.jsonl").read_text().splitlines()
+    assert [(e["action"], e["version"], e["result"]) for e in map(json.loads, audit)] == [
+        ("deploy", previous, "succeeded"),
+        ("deploy", current, "succeeded"),
+        ("rollback", previous, "succeeded"),
+    ]
 
 
 def test_second_concurrent_deploy_is_refused_by_the_state_lock(stack: LocalStack) -> None:
