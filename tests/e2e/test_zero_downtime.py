@@ -107,21 +107,19 @@ def _deploy_under_load(
     return load, outputs
 
 
+def _running(role: str) -> list[str]:
+    """Names of the stack's running containers of one role."""
+    labels = ("--filter", f"label=selextract.stack={NAME}", "--filter", f"label=selextract.role={role}")
+    return docker("ps", "--format", "{{.Names}}", *labels).stdout.split()
+
+
 def test_new_version_under_load_has_no_failed_request(stack: LocalStack) -> None:
     before = stack.outputs()["version"]["tag"]
     load, outputs = _deploy_under_load(stack, ("selextract:release", "r2"), ("deploy",))
     assert sum(load.results.values()) > 100, load.results
     assert load.failures == [], f"{len(load.failures)} failed of {sum(load.results.values())}: {load.failures[:5]}"
     assert outputs["version"]["tag"] == f"{before}-r2"
-    running = docker(
-        "ps",
-        "--format",
-        "{{.Names}}",
-        "--filter",
-        f"label=selextract.stack={NAME}",
-        "--filter",
-        "label=selextract.role=api",
-    ).stdout.split()
+    running = _running("api")
     assert running and all(f"-{before}-r2-g" in n for n in running), running
 
 
@@ -299,3 +297,31 @@ def test_secrets_rotate_command_deploys_and_retires_the_old_credentials(stack: L
     assert [json.loads(line)["action"] for line in audit.splitlines()][-2:] == ["rotate", "rotate"]
     for secret in (old_pg[1], new_pg[1], old_redis, new_redis):
         assert all(secret not in text for text in (*outputs, audit))
+
+
+def _workers_check(stack: LocalStack, timeout: float = 90) -> str:
+    """The `workers` line of `selextract health`, once it is ok (Celery answers the ping)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = _selextract(stack, "health", "--critical-only", "--no-alert", "--format", "json")
+        check = next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "workers")
+        if check["status"] == "ok" or time.monotonic() > deadline:
+            return f"{check['status']}: {check['detail']}"
+        time.sleep(3)
+
+
+def test_workers_scale_command_resizes_the_pool_through_pulumi(stack: LocalStack) -> None:
+    """`selextract workers scale N` writes the stack config and runs `pulumi up`: the pool
+    has N containers, Celery sees N workers, and a preview afterwards has nothing to do
+    (the config the command wrote is the one Pulumi reads)."""
+    assert len(_running("worker")) == 1
+    for n in (2, 1):
+        proc = _selextract(stack, "workers", "scale", str(n), "--yes", "--format", "json")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        data = json.loads(proc.stdout)
+        assert data["applied"] and data["changes"] == {"workers.containersPerServer": n}, data
+        assert len(_running("worker")) == n
+        assert _workers_check(stack).startswith(f"ok: {n} worker(s) answered"), n
+        assert stack.preview_no_changes().returncode == 0
+    again = json.loads(_selextract(stack, "workers", "scale", "1", "--format", "json").stdout)
+    assert again["applied"] is False and again["note"] == "the stack already runs 1 worker containers"
