@@ -10,9 +10,8 @@ import pulumi
 from infra.hosts.base import Host
 from infra.secrets import StackSecrets
 from infra.services.base import Declared, Service, ServiceArgs
-from infra.services.reload import ConfigReloadStep
 from infra.services.rotation import PasswordSyncArgs, PostgresPasswordSync, ScriptPasswordSync
-from infra.specs.base import ContainerSpec, config_reload_name, password_sync_name
+from infra.specs.base import ContainerSpec, password_sync_name
 from infra.topology import Role
 
 
@@ -107,8 +106,4 @@ def deploy_services(
                 if spec.password_sync is None
                 else ScriptPasswordSync(sync_name, args, spec.password_sync)
             )
-        for spec in mine:
-            if spec.config_reload is not None:
-                args = PasswordSyncArgs(declared.containers[spec.name], spec.name, hosts[spec.host], secrets)
-                ConfigReloadStep(config_reload_name(spec.name), args, spec)
     return out

@@ -178,11 +178,6 @@ class Service(pulumi.ComponentResource):
                 docker.ContainerLabelArgs(label="selextract.stack", value=args.stack),
                 docker.ContainerLabelArgs(label="selextract.role", value=spec.role.value),
                 docker.ContainerLabelArgs(label="selextract.host", value=spec.host),
-                *(
-                    [docker.ContainerLabelArgs(label="selextract.restart-on", value=spec.restart_digest)]
-                    if spec.restart_digest
-                    else []
-                ),
             ],
             log_opts={"max-size": "50m", "max-file": "5"},
             opts=pulumi.ResourceOptions(
@@ -193,11 +188,6 @@ class Service(pulumi.ComponentResource):
                 # is removed once the new one is healthy; others keep their fixed name and
                 # must go first (their ports and volumes are exclusive).
                 delete_before_replace=not spec.versioned,
-                # uploads of a reloadable container reach it through its ConfigReload step
-                ignore_changes=[
-                    *(["envs"] if spec.ignore_env_changes else []),
-                    *(["uploads"] if spec.config_reload else []),
-                ]
-                or None,
+                ignore_changes=["envs"] if spec.ignore_env_changes else None,
             ),
         )

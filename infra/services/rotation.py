@@ -51,7 +51,7 @@ def app_role_sql(user: str, password: str, active: bool) -> str:
     )
 
 
-def sync_command(
+def _sync_command(
     name: str,
     host: Host,
     script: str,
@@ -85,14 +85,14 @@ class PostgresPasswordSync(pulumi.ComponentResource):
         script = f"docker exec -i {args.container_name} psql -v ON_ERROR_STOP=1 -q -U {DB_USER} -d {DB_NAME}"
         child = pulumi.ResourceOptions(parent=self, depends_on=[args.container])
         owner = args.secrets.get("postgresPassword")
-        self.sync = sync_command(name, args.host, script, owner.apply(alter_role_sql), [owner], child)
+        self.sync = _sync_command(name, args.host, script, owner.apply(alter_role_sql), [owner], child)
         self.app_logins = []
         for slot, user in enumerate(APP_USERS):
             password = args.secrets.get(app_password_secret(slot))
             active = slot == active_slot
             sql = password.apply(lambda pw, user=user, active=active: app_role_sql(user, pw, active))
             triggers: list[pulumi.Input[str]] = [password, "active" if active else "standby"]
-            self.app_logins.append(sync_command(f"{name}-{user}", args.host, script, sql, triggers, child))
+            self.app_logins.append(_sync_command(f"{name}-{user}", args.host, script, sql, triggers, child))
         self.register_outputs({})
 
 
@@ -109,5 +109,5 @@ class ScriptPasswordSync(pulumi.ComponentResource):
         stdin = pulumi.Output.from_input(resolve(sync.stdin, args.secrets))
         script = f"docker exec -i {args.container_name} sh -c {shlex.quote(sync.script)}"
         child = pulumi.ResourceOptions(parent=self, depends_on=[args.container])
-        self.sync = sync_command(name, args.host, script, stdin, [stdin], child)
+        self.sync = _sync_command(name, args.host, script, stdin, [stdin], child)
         self.register_outputs({})

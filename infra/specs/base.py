@@ -3,7 +3,6 @@ run" as data from config, test that data directly; the Pulumi layer only declare
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -15,11 +14,6 @@ SECRET_MARK = re.compile(r"@@secret:([A-Za-z0-9_]+)@@")
 def password_sync_name(container: str) -> str:
     """The step that applies a rotated password inside `container` (infra/services/rotation.py)."""
     return f"{container}-password-sync"
-
-
-def config_reload_name(container: str) -> str:
-    """The step that writes changed uploads into `container` and reloads it (infra/services/reload.py)."""
-    return f"{container}-config-reload"
 
 
 def secret(name: str) -> str:
@@ -65,19 +59,6 @@ class PasswordSync:
 
 
 @dataclass(frozen=True)
-class ConfigReload:
-    """The container's uploads change in place instead of replacing it: a step writes them
-    into the running container, runs `check` (the proxy's own validator; the previous files
-    come back if it fails) and then `reload`. For the public entry, the only door: a new
-    rate limit or domain must not drop connections. Uploads in `restart_on` are read only
-    at start (an entrypoint): a change of theirs still replaces the container."""
-
-    check: str
-    reload: str
-    restart_on: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class Healthcheck:
     test: tuple[str, ...]
     interval_s: int = 5
@@ -115,7 +96,6 @@ class ContainerSpec:
     resource_name: str | None = None  # stable Pulumi name when `name` changes per version
     ignore_env_changes: bool = False  # env only matters at first start (e.g. Postgres init)
     password_sync: PasswordSync | None = None
-    config_reload: ConfigReload | None = None
     # Port the container serves Prometheus metrics on, inside the stack network (not
     # published: the scrape targets come from the plan, see Plan.worker_metrics_endpoints).
     metrics_port: int | None = None
@@ -132,15 +112,6 @@ class ContainerSpec:
     def secrets(self) -> tuple[str, ...]:
         texts = [*self.env.values(), *(u.content for u in self.uploads), *self.command]
         return tuple(dict.fromkeys(n for t in texts for n in secret_names(t)))
-
-    @property
-    def restart_digest(self) -> str | None:
-        """Changes exactly when an upload read only at start changes (ConfigReload.restart_on)."""
-        if self.config_reload is None:
-            return None
-        started = [u for u in self.uploads if u.path in self.config_reload.restart_on]
-        text = "\n".join(f"{u.path}\n{u.content}" for u in started)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def volumes(self) -> tuple[str, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from infra.render import CONFIG_DIR, render
-from infra.specs.base import ConfigReload, ContainerSpec, Healthcheck, Mount, PasswordSync, Upload, secret
+from infra.specs.base import ContainerSpec, Healthcheck, Mount, PasswordSync, Upload, secret
 from infra.specs.context import SpecContext
 from infra.topology import Role
 
@@ -172,7 +172,6 @@ def entry_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 healthcheck=Healthcheck(("CMD-SHELL", "nginx -t -q")),
                 depends_on=api_names,
                 password_sync=PasswordSync(NGINX_SET_MONITORING_PASSWORD, secret("monitoringPassword") + "\n"),
-                config_reload=ConfigReload("nginx -t -q", "nginx -s reload", restart_on=(ENTRYPOINT,)),
             )
         )
         if _acme(ctx):
@@ -198,11 +197,6 @@ def entry_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 healthcheck=Healthcheck(("CMD-SHELL", f"haproxy -c -q -f {HAPROXY_CONFIG} -f {MONITORING_USERLIST}")),
                 depends_on=api_names,
                 password_sync=PasswordSync(HAPROXY_SET_MONITORING_PASSWORD, secret("monitoringPassword") + "\n"),
-                config_reload=ConfigReload(
-                    f"haproxy -c -q -f {HAPROXY_CONFIG} -f {MONITORING_USERLIST}",
-                    "kill -USR2 1",
-                    restart_on=(ENTRYPOINT,),
-                ),
             )
         )
         if _acme(ctx):

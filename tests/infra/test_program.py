@@ -4,13 +4,9 @@ never travel in plain text."""
 
 from __future__ import annotations
 
-import base64
-import io
 import re
-import tarfile
 from collections import Counter
 from functools import cache
-from typing import Any
 
 import pytest
 
@@ -351,58 +347,3 @@ def test_monitoring_login_is_set_in_the_running_entry(stack_file: str, marker: s
     leaves = [x for x in run.leaf_inputs if x[1] == sync.name and x[2] in (".stdin", ".triggers[0]")]
     assert leaves and all(is_secret for _, _, _, is_secret, _ in leaves)
     assert "monitoringPassword" not in entries[0].secrets
-
-
-def _entry_reload(stack_file: str, **extra: object) -> tuple[dict[str, str], str, Any]:
-    """(files the entry's reload step writes, its restart-on label, the step) for a config."""
-    run, specs = _with(stack_file, **extra)
-    (entry,) = [s for s in specs.values() if s.role in (Role.ENTRY, Role.LB) and s.config_reload is not None]
-    (step,) = [r for r in run.resources if r.name == f"{entry.name}-config-reload" and "Command" in r.type]
-    leaves = [x for x in run.leaf_inputs if x[1] == step.name and x[2] in (".stdin", ".triggers[0]")]
-    assert leaves and all(is_secret for _, _, _, is_secret, _ in leaves)  # the bootstrap key rides along
-    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(step.inputs["stdin"]))) as tar:
-        files = {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers()}  # type: ignore[union-attr]
-        assert all(m.isfile() for m in tar.getmembers())  # no directory entry: / keeps its modes
-    (container,) = [r for r in run.of_type(CONTAINER) if r.name == entry.name]
-    labels = {x["label"]: x["value"] for x in container.inputs["labels"]}
-    assert {f"/{name}" for name in files} == {u.path for u in entry.uploads}
-    return files, labels["selextract.restart-on"], step
-
-
-@pytest.mark.parametrize(
-    ("stack_file", "configs", "check"),
-    [
-        ("Pulumi.local.yaml", {"etc/nginx/nginx.conf", "etc/nginx/selextract-proxy.conf"}, "nginx -t -q"),
-        ("Pulumi.phase4.yaml", {"usr/local/etc/haproxy/haproxy.cfg"}, "haproxy -c -q -f"),
-    ],
-)
-def test_entry_config_changes_reach_the_running_entry(stack_file: str, configs: set[str], check: str) -> None:
-    """A new entry config (rate limit, domains, API servers) is written into the running
-    entry by its reload step, checked by the proxy and reloaded: the container's own inputs
-    do not change (its uploads are ignored after creation), so the public door stays up."""
-    files, label, step = _entry_reload(stack_file)
-    assert step.inputs["create"].startswith("docker exec -i -u 0 ") and check in step.inputs["create"]
-    changed, changed_label, _ = _entry_reload(stack_file, **{"selextract:entry": {"rateLimitPerSecond": 400}})
-    # (the bootstrap certificate comes from a generated secret: each mocked run has its own)
-    differ = {name for name in files if changed[name] != files[name] and "tls-bootstrap/" not in name}
-    assert differ and differ <= configs, differ  # the proxy's config changed, its entrypoint did not
-    assert changed_label == label  # the entrypoint script is the same: no restart
-
-
-def test_only_a_start_time_upload_restarts_a_reloadable_container() -> None:
-    from dataclasses import replace
-
-    from infra.specs.base import ConfigReload, ContainerSpec, Upload
-
-    spec = ContainerSpec(
-        name="e",
-        host="h",
-        role=Role.ENTRY,
-        image="nginx",
-        uploads=(Upload("/entry.sh", "exec nginx"), Upload("/etc/nginx/nginx.conf", "a")),
-        config_reload=ConfigReload("nginx -t -q", "nginx -s reload", restart_on=("/entry.sh",)),
-    )
-    new_config = replace(spec, uploads=(spec.uploads[0], Upload("/etc/nginx/nginx.conf", "b")))
-    new_entrypoint = replace(spec, uploads=(Upload("/entry.sh", "exec nginx -g x"), spec.uploads[1]))
-    assert spec.restart_digest == new_config.restart_digest != new_entrypoint.restart_digest
-    assert replace(spec, config_reload=None).restart_digest is None
