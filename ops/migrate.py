@@ -520,6 +520,10 @@ class Migrator:
             old_plan, old_target = self._target(settings)
             with log.step("rollback: data") as note:
                 note["detail"] = self.move_data(mplan, manifest, old_target, rollback=True)
+            # workers the quiesce step stopped are still stopped if the failed up never
+            # replaced them (Pulumi sees them unchanged): the gate needs them running
+            with log.step("rollback: start workers") as note:
+                note["detail"] = ", ".join(self.resume(old_plan, old_target)) or "all running"
             with log.step("rollback: health of the previous deployment") as note:
                 report = self.gate(old_target, timeout=self.rollback_gate_timeout)
                 note["detail"] = ", ".join(f"{r.name} {r.status}" for r in report.results)
