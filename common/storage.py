@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from functools import lru_cache
@@ -236,6 +237,37 @@ def get_storage() -> Storage:
     return build_storage(get_settings())
 
 
+def still_starting(exc: BaseException) -> bool:
+    """An object store that does not answer yet, or answers 5xx: what a deploy waits out
+    (a new SeaweedFS/MinIO node takes seconds to minutes to serve S3 on a busy host); a
+    refusal such as a wrong key is final."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    while isinstance(exc, StorageError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, ClientError):
+        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) >= 500
+    return isinstance(exc, ConnectionError | HTTPClientError)
+
+
+def ensure_buckets(storage: Storage, names: list[str], wait_s: float, poll_s: float = 2.0) -> None:
+    """The results bucket and `names`, once the store answers (up to `wait_s` seconds)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            storage.ensure_ready()
+            break
+        except Exception as exc:
+            if not still_starting(exc) or time.monotonic() >= deadline:
+                raise
+            print(f"waiting for the object store: {exc}", flush=True)
+            time.sleep(poll_s)
+    print(f"ready: {storage.name} {getattr(storage, 'bucket', getattr(storage, 'root', ''))}")
+    if isinstance(storage, S3Storage):
+        for name in names:
+            print(f"{'created' if storage.ensure_bucket(name) else 'exists'}: bucket {name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m common.storage ensure-buckets [NAME...] | check``: run on deploy."""
     import argparse
@@ -244,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     ensure = sub.add_parser("ensure-buckets", help="create the results bucket (and any NAME given) if missing")
     ensure.add_argument("names", nargs="*")
+    ensure.add_argument(
+        "--wait", type=float, default=180, metavar="SECONDS", help="how long a starting object store may take to answer"
+    )
     sub.add_parser("check", help="exit 1 unless the configured storage is usable")
     args = parser.parse_args(argv)
     storage = get_storage()
@@ -252,11 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             storage.check()
             print(f"storage ok ({storage.name})")
             return 0
-        storage.ensure_ready()
-        print(f"ready: {storage.name} {getattr(storage, 'bucket', getattr(storage, 'root', ''))}")
-        if isinstance(storage, S3Storage):
-            for name in args.names:
-                print(f"{'created' if storage.ensure_bucket(name) else 'exists'}: bucket {name}")
+        ensure_buckets(storage, args.names, args.wait)
     except Exception as exc:
         print(f"storage error: {exc}")
         return 1

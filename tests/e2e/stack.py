@@ -52,6 +52,18 @@ def stack_resources(stack: str) -> dict[str, list[str]]:
     }
 
 
+def resource_errors(stdout: str, limit: int = 60) -> str:
+    """The resources' own `error:` lines with the resource each belongs to: when one fails,
+    the program's cancellation traceback fills the end of the output and hides them."""
+    lines = stdout.splitlines()
+    found: list[str] = []
+    for i, line in enumerate(lines):
+        if "error:" in line and "Traceback" not in line:
+            owner = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip().endswith("):")), "")
+            found += [owner, line] if owner and owner not in found else [line]
+    return "resource errors:\n" + "\n".join(found[:limit]) if found else "(no resource error line)"
+
+
 @dataclass
 class LocalStack:
     name: str
@@ -99,7 +111,10 @@ class LocalStack:
         )
         self.log.append(f"$ pulumi {' '.join(args)}  ({time.monotonic() - start:.1f} s, exit {proc.returncode})")
         if check and proc.returncode != 0:
-            raise AssertionError(f"pulumi {' '.join(args)} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}")
+            raise AssertionError(
+                f"pulumi {' '.join(args)} failed:\n{resource_errors(proc.stdout)}\n"
+                f"{proc.stdout[-6000:]}\n{proc.stderr[-4000:]}"
+            )
         return proc
 
     def up(self) -> subprocess.CompletedProcess[str]:

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from common.config import Settings
-from common.storage import LocalStorage, ObjectNotFound, S3Storage, Storage, StorageError, build_storage
+from common.storage import (
+    LocalStorage,
+    ObjectNotFound,
+    S3Storage,
+    Storage,
+    StorageError,
+    build_storage,
+    ensure_buckets,
+)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -83,3 +94,58 @@ def test_local_put_on_a_full_disk_is_a_storage_error_and_keeps_the_old_object(
     monkeypatch.undo()
     assert b"".join(storage.iter_chunks("tasks/t/result.json")) == b"v1"
     assert sorted(p.name for p in (tmp_path / "tasks" / "t").iterdir()) == ["result.json"]
+
+
+class _StartingStore(LocalStorage):
+    """Answers with `errors` (one per call) before it is ready."""
+
+    def __init__(self, root: Path, errors: list[Exception]) -> None:
+        super().__init__(root)
+        self.errors, self.calls = errors, 0
+
+    def ensure_ready(self) -> None:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        super().ensure_ready()
+
+
+def _client_error(status: int, code: str) -> ClientError:
+    return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "HeadBucket")
+
+
+def test_ensure_buckets_waits_for_a_store_that_is_still_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The deploy's bucket step runs right after the object-store containers are created;
+    refused connections and 503s are waited out, then the buckets are made."""
+    errors: list[Exception] = [
+        EndpointConnectionError(endpoint_url="http://objectstore:9000"),
+        _client_error(503, "ServiceUnavailable"),
+    ]
+    store = _StartingStore(tmp_path / "results", errors)
+    ensure_buckets(store, [], wait_s=30, poll_s=0.01)
+    assert store.calls == 3 and (tmp_path / "results").is_dir()
+    out = capsys.readouterr().out
+    assert out.count("waiting for the object store") == 2 and "ready: local" in out
+
+
+def test_ensure_buckets_does_not_wait_out_a_refusal(tmp_path: Path) -> None:
+    store = _StartingStore(tmp_path / "results", [_client_error(403, "InvalidAccessKeyId")])
+    with pytest.raises(ClientError, match="InvalidAccessKeyId"):
+        ensure_buckets(store, [], wait_s=30, poll_s=0.01)
+    assert store.calls == 1
+
+
+def test_ensure_buckets_gives_up_on_a_store_that_never_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:  # a port nothing listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = Settings(
+        storage_backend="s3", s3_endpoint_url=f"http://127.0.0.1:{port}", s3_access_key="k", s3_secret_key="s"
+    )
+    started = time.monotonic()
+    with pytest.raises(EndpointConnectionError):
+        ensure_buckets(S3Storage(settings), [], wait_s=1, poll_s=0.2)
+    assert time.monotonic() - started >= 1
+    assert "waiting for the object store" in capsys.readouterr().out
