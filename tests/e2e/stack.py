@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -25,6 +27,34 @@ def pulumi_bin() -> str | None:
     return shutil.which("pulumi") or (
         str(CACHE / "pulumi/bin/pulumi") if (CACHE / "pulumi/bin/pulumi").exists() else None
     )
+
+
+# Ports a test stack publishes must lie below the kernel's ephemeral range (32768-60999 by
+# default): Docker binds them only when the entry container starts, and on a busy machine
+# an outgoing connection may hold that very port as its source port by then ("bind:
+# address already in use", seen in CI with 58444 while the tests hammered 58443).
+# Fixed ports of the e2e/reliability stacks: 16xxx-19xxx and 27xxx-29xxx; drawn ones below.
+DRAWN_PORTS = range(21000, 27000)
+
+
+def ephemeral_ports() -> range:
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    return range(low, high + 1)
+
+
+def published_port() -> int:
+    """A free port for a stack to publish, outside the ephemeral range (see above)."""
+    ephemeral = ephemeral_ports()
+    for port in random.sample(DRAWN_PORTS, 500):
+        if port in ephemeral:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {DRAWN_PORTS} outside the ephemeral range {ephemeral}")
 
 
 def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -25,7 +25,7 @@ from tests.e2e.test_local_deploy import _api_key, _wait_ready, _wait_task
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 NAME = "e2e-zdt"
-HTTP, HTTPS, PROM = 48080, 48443, 49090
+HTTP, HTTPS, PROM = 16080, 16443, 16090
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,10 @@ from typer.testing import CliRunner
 
 from infra.topology import Role, plan
 from ops import cli
-from ops.access import Target, docker_target, free_port, stack_containers
+from ops.access import Target, docker_target, stack_containers
 from ops.deploy import PulumiDeployer
 from ops.stack import cache_dir, load_stack, project_dir
+from tests.e2e.stack import published_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 runner = CliRunner()
@@ -109,11 +110,11 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     project["runtime"]["options"]["virtualenv"] = str(project_dir() / ".venv")
     (workdir / "Pulumi.yaml").write_text(yaml.safe_dump(project))
     config = yaml.safe_load((project_dir() / "Pulumi.local.yaml").read_text())["config"]
-    https = free_port()
+    https = published_port()
     config.update(
         {
             "selextract:phase": "0",
-            "selextract:local": {"httpPort": free_port(), "httpsPort": https, "monitoringPort": free_port()},
+            "selextract:local": {"httpPort": published_port(), "httpsPort": https, "monitoringPort": published_port()},
             "selextract:api": {"servers": 2, "containersPerServer": 1, "uvicornWorkers": 1},
             "selextract:workers": {
                 "servers": 2,

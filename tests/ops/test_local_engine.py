@@ -27,8 +27,9 @@ from typer.testing import CliRunner
 from common.models import Base
 from infra.topology import Role, plan
 from ops import cli
-from ops.access import Target, docker_target, free_port, stack_containers
+from ops.access import Target, docker_target, stack_containers
 from ops.stack import load_stack, project_dir
+from tests.e2e.stack import published_port
 from tests.ops.fake_deployer import FakeDeployer, docker
 
 pytestmark = [pytest.mark.docker]
@@ -90,7 +91,7 @@ def local_stack(docker_ready, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     text = (project_dir() / "Pulumi.local.yaml").read_text()
     assert 'selextract:phase: "0"' in text
     # phase 1, and ports of its own: the real `local` stack may be up on 8443 beside it
-    ports = f"  selextract:local:\n    httpPort: {free_port()}\n    httpsPort: {free_port()}\n"
+    ports = f"  selextract:local:\n    httpPort: {published_port()}\n    httpsPort: {published_port()}\n"
     text = text.replace('selextract:phase: "0"', 'selextract:phase: "1"').replace("config:\n", "config:\n" + ports, 1)
     (project / f"Pulumi.{name}.yaml").write_text(text)
     monkeypatch.setenv("SELEXTRACT_PROJECT_DIR", str(project))

@@ -36,7 +36,6 @@ from tests.e2e.stack import (
     docker,
     pulumi_bin,
     remove_leftovers,
-    resource_errors,
     stack_resources,
 )
 
@@ -44,7 +43,7 @@ from tests.e2e.stack import (
 # link-local stay refused even so (the SSRF guard's defaults)
 ALLOW_PRIVATE = ["172.16.0.0/12", "192.168.0.0/16", "10.0.0.0/8"]
 # phase -> published (http, https, monitoring) ports: never 8080/8443/9090 nor the e2e ones
-PORTS = {1: (58080, 58443, 59090), 4: (58081, 58444, 59091)}
+PORTS = {1: (17080, 17443, 17090), 4: (27081, 27444, 27091)}
 # A plan row only the test accounts use: the 500-task batch must not hit the sold plans'
 # concurrency caps (enterprise: 100 queued or running). Inserted into the throwaway stack.
 TEST_PLAN_ID = 90
@@ -307,24 +306,27 @@ def warm_up_results(deployed: Deployed) -> None:
         deployed.api_python(WARM_UP)
 
 
+def not_running(stack: str) -> str:
+    """Each container of `stack` that is not running, with its state and last log lines."""
+    out = []
+    label = f"label=selextract.stack={stack}"
+    for name in docker("ps", "-a", "--format", "{{.Names}}", "--filter", label).stdout.split():
+        state = docker("inspect", "-f", "{{.State.Status}} exit={{.State.ExitCode}} restarts={{.RestartCount}} "
+                       "oom={{.State.OOMKilled}} {{.State.Error}}", name, check=False).stdout.strip()  # fmt: skip
+        if not state.startswith("running"):
+            logs = docker("logs", "--tail", "15", name, check=False)
+            out.append(f"{name}: {state}\n{(logs.stdout + logs.stderr)[-2000:]}")
+    return "\n".join(out) or "(all running)"
+
+
 def first_up(deployed: Deployed) -> None:
-    """The fresh stack's `pulumi up`, run again once if it fails, as an operator would (an
-    up converges from where the last one stopped). A failure is a finding, never hidden:
-    it becomes a report row naming the resources' errors, and a second failure fails the
-    test. (CI once saw this up fail after 13 s with 2 resources errored, while the phase-1
-    module ran beside it; the output then showed only the program's cancellation.)"""
-    proc = deployed.pulumi("up", "--yes", "--stack", deployed.name, "--suppress-progress", check=False)
-    if proc.returncode == 0:
-        return
-    started = time.monotonic()
-    deployed.up()
-    report(
-        deployed.layout,
-        "the fresh stack's first `pulumi up` failed (deployed while the other layout's tests ran on this machine): "
-        + resource_errors(proc.stdout).replace("\n", " "),
-        f"a second `pulumi up` converged in {time.monotonic() - started:.1f} s",
-        "none (nothing stored yet)",
-    )
+    """The fresh stack's `pulumi up`; a failure names the containers that are not running
+    and why (a Docker start error such as a taken port otherwise surfaces only as a later
+    step failing in that container)."""
+    try:
+        deployed.up()
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\ncontainers not running:\n{not_running(deployed.name)}") from None
 
 
 def deploy_stack(
