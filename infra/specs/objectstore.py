@@ -41,6 +41,19 @@ _SEAWEED_RENDER = f"""{{ printf '{{"identities": [{{"name": "selextract", "actio
 }} > {SEAWEED_S3_CONFIG}.new && mv {SEAWEED_S3_CONFIG}.new {SEAWEED_S3_CONFIG}
 """
 
+# SIGHUP reloads the S3 identities, but weed dies of it (and the container restarts under
+# this step, exit 137) if it arrives before weed has set up its handlers: the sync step runs
+# right after the container starts. So first wait until the S3 gateway listens (port 9000,
+# hex 2328); a gateway that starts later reads the new file anyway.
+_SEAWEED_RELOAD = """i=0
+until grep -Eq ':2328 0+:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null; do
+  i=$((i + 1))
+  [ "$i" -le 240 ] || { echo "the S3 gateway is not listening after 120 s" >&2; exit 1; }
+  sleep 0.5
+done
+kill -HUP 1
+"""
+
 # Node 1's start: the app's first key seeds the keys file (S3_ACCESS_KEY/S3_SECRET_KEY only
 # matter on a new volume), then weed runs as PID 1 so the sync steps can signal it.
 _SEAWEED_START = f"""set -eu
@@ -56,8 +69,7 @@ umask 077
 read -r ak sk
 {{ grep -v "^$ak " {SEAWEED_KEYS} || true; printf '%s %s\\n' "$ak" "$sk"; }} > {SEAWEED_KEYS}.new
 mv {SEAWEED_KEYS}.new {SEAWEED_KEYS}
-{_SEAWEED_RENDER}kill -HUP 1
-sleep 1
+{_SEAWEED_RENDER}{_SEAWEED_RELOAD}sleep 1
 """
 
 # stdin: "ACCESS BASE". Keeps only that key (refuses if it is not there) and prints the
@@ -70,8 +82,7 @@ if ! grep "^$ak " {SEAWEED_KEYS} > {SEAWEED_KEYS}.new; then
 fi
 grep -v "^$ak " {SEAWEED_KEYS} | cut -d' ' -f1
 mv {SEAWEED_KEYS}.new {SEAWEED_KEYS}
-{_SEAWEED_RENDER}kill -HUP 1
-"""
+{_SEAWEED_RENDER}{_SEAWEED_RELOAD}"""
 
 # mc (shipped in the minio/minio image) as the root user, against this node.
 _MINIO_ADMIN = """set -eu
