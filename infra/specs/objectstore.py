@@ -41,9 +41,9 @@ _SEAWEED_RENDER = f"""{{ printf '{{"identities": [{{"name": "selextract", "actio
 }} > {SEAWEED_S3_CONFIG}.new && mv {SEAWEED_S3_CONFIG}.new {SEAWEED_S3_CONFIG}
 """
 
-# SIGHUP reloads the S3 identities, but weed dies of it (and the container restarts under
-# this step, exit 137) if it arrives before weed has set up its handlers: the sync step runs
-# right after the container starts. So first wait until the S3 gateway listens (port 9000,
+# SIGHUP reloads the S3 identities, but a SIGHUP that arrives before weed has set up its
+# handlers can kill it (the likely cause of this step's exit 137 in CI, right after node 1
+# started: the container restarted under it). So first wait until the S3 gateway listens (port 9000,
 # hex 2328); a gateway that starts later reads the new file anyway.
 _SEAWEED_RELOAD = """i=0
 until grep -Eq ':2328 0+:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null; do
