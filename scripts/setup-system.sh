@@ -8,6 +8,7 @@ PACKAGES=(
   prometheus prometheus-alertmanager
   chromium chromium-driver         # web console / dashboard browser tests
   wrk git curl openssl util-linux openssh-server   # openssh-server: the remote-command provider test
+  iproute2 python3 python3-venv    # ip: preview netns; the project venv is made by a pinned uv in a venv of its own
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

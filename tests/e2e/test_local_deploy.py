@@ -368,8 +368,11 @@ def test_object_store_key_rotation_under_load(deployed: dict) -> None:
 
 def test_entry_limits_requests_per_client_address(deployed: dict) -> None:
     """The entry's per-address limit (defaults: 50 requests/s, burst 100) holds on both
-    entries: nginx (phase 1) lets 100 + 50/s through, HAProxy (phase 4) 10 x 50 + 100 in
-    any 10 s; past that the client gets 429, and it is served again once the window passes."""
+    entries: nginx (phase 1) lets 100 + 50/s through; HAProxy (phase 4) counts requests in
+    10 s periods, 10 x 50 + 100 = 600 each, and weighs the previous period by what is left
+    of the current one, so a burst of t seconds that straddles a period boundary passes at
+    most 600 x (1 + t/10) (what users are told, README); past that the client gets 429,
+    and it is served again once the window passes."""
     client = deployed["client"]
     started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
@@ -377,7 +380,9 @@ def test_entry_limits_requests_per_client_address(deployed: dict) -> None:
     elapsed = time.monotonic() - started
     counts = Counter(statuses)
     assert set(counts) == {200, 429}, counts
-    allowed = 100 + 50 * elapsed if deployed["phase"] < 3 else 600
+    # bounds the limiter guarantees whatever the machine's load (a slower burst only
+    # loosens them), not the luck of where a period boundary fell
+    allowed = 100 + 50 * elapsed if deployed["phase"] < 3 else 600 * (1 + elapsed / 10)
     assert counts[200] <= allowed + 1, (counts, elapsed)
     # nginx's bucket drains in 2 s; HAProxy's http_req_rate(10s) weighs the previous
     # 10 s period by what is left of the current one, so a burst that fell into one period
