@@ -91,14 +91,21 @@ def alertmanager_config(ctx: SpecContext) -> str:
     )
 
 
+GRAFANA_ENTRYPOINT = "/usr/local/bin/selextract-grafana"
+
+
 def grafana_spec(ctx: SpecContext, host: str, prometheus_name: str) -> ContainerSpec:
-    """Grafana with the Prometheus datasource and the scaling dashboard provisioned."""
+    """Grafana with the Prometheus datasource and the scaling dashboard provisioned. It starts
+    through a wrapper that sets the stored admin password to the monitoring password (Grafana
+    itself reads it only on its first start), then runs the image's own entrypoint."""
     grafana_dir = Path(CONFIG_DIR) / "grafana"
     return ContainerSpec(
         name=f"{prometheus_name}-grafana",
         host=host,
         role=Role.MONITORING,
         image=str(ctx.settings.images.grafana),
+        entrypoint=("/bin/sh", GRAFANA_ENTRYPOINT),
+        command=("/run.sh",),
         env={
             "GF_SECURITY_ADMIN_USER": "admin",
             "GF_SECURITY_ADMIN_PASSWORD": secret("monitoringPassword"),
@@ -108,6 +115,7 @@ def grafana_spec(ctx: SpecContext, host: str, prometheus_name: str) -> Container
         },
         mounts=(Mount(f"{ctx.plan.stack}-{host}-grafana-data", "/var/lib/grafana"),),
         uploads=(
+            Upload(GRAFANA_ENTRYPOINT, (grafana_dir / "entrypoint.sh").read_text(), executable=True),
             Upload(
                 "/etc/grafana/provisioning/datasources/prometheus.yml",
                 render("grafana/datasource.yml.j2", prometheus_url=f"{prometheus_name}:9090"),
