@@ -135,6 +135,21 @@ class DedicatedHost(_Model):
         return _check_server_type(v, cloud_only=False)
 
 
+class OwnServer(DedicatedHost):
+    """One machine of the `servers` target: any server reachable over SSH (a VPS, a Robot
+    box, on-prem), named after the plan host it becomes (`app-01`, `db-01`, …).
+    `serverType` is what the cost report prices it as; unset, the cloud type the phase
+    would use stands in."""
+
+    private_address: str  # type: ignore[assignment]  # required: internal ports listen only there
+    server_type: str | None = None  # type: ignore[assignment]
+
+    @field_validator("server_type")
+    @classmethod
+    def _type(cls, v: str | None) -> str | None:  # type: ignore[override]
+        return None if v is None else _check_server_type(v, cloud_only=False)
+
+
 class AppHostSettings(_Model):
     """The all-in-one / application host: an hcloud server type or a dedicated box."""
 
@@ -279,7 +294,11 @@ class Settings(_Model):
 
     stack: str
     phase: int = 0
-    target: Literal["hetzner", "local"] = "hetzner"
+    # hetzner: hcloud creates the machines; servers: machines you have, over SSH; local:
+    # every host collapsed onto this Docker engine (a simulation)
+    target: Literal["hetzner", "servers", "local"] = "hetzner"
+    # target servers: plan host name -> its addresses (`selextract:servers`)
+    servers: dict[str, OwnServer] = {}
     location: str = "fsn1"
     domain: str = "selextract.example"
     admin_cidrs: tuple[str, ...] = ()
@@ -351,15 +370,18 @@ class Settings(_Model):
                 self.object_store.nodes,
                 "phase 4 needs at least 4 object-store nodes (erasure coding)",
             )
-        if self.target == "hetzner":
+        if self.target in ("hetzner", "servers"):
             if not self.ssh.public_key:
-                raise _KeyError("ssh.publicKey", None, "an OpenSSH public key is required to deploy to Hetzner")
+                raise _KeyError(
+                    "ssh.publicKey", None, f"an OpenSSH public key is required to deploy to {self.target} hosts"
+                )
             if not self.admin_cidrs:
                 raise _KeyError("adminCidrs", "[]", "at least one CIDR allowed to reach SSH is required")
             if self.tls.mode == "acme" and not self.tls.email:
                 raise _KeyError("tls.email", None, "Let's Encrypt (tls.mode acme) needs a contact e-mail")
             if self.dns.enabled and not self.dns.zone:
                 raise _KeyError("dns.zone", None, "dns.enabled needs the zone name, e.g. selextract.com")
+        self._servers_rules()
         dedicated = self.app_host.dedicated
         if self.target == "hetzner" and dedicated and self.phase >= 1:
             if dedicated.private_address is None:
@@ -385,6 +407,29 @@ class Settings(_Model):
         if self.alerts.slack and "slackWebhookUrl" not in self.secrets:
             raise _KeyError("slackWebhookUrl", None, _secret_hint("slackWebhookUrl", "alerts.slack is on"))
         return self
+
+    def _servers_rules(self) -> None:
+        """Addresses of the `servers` target: each private one inside network.cidr, none
+        used twice. Which hosts must be listed is the plan's business (it knows them)."""
+        if self.target != "servers":
+            if self.servers:
+                raise _KeyError("servers", sorted(self.servers), "only used with target: servers")
+            return
+        if self.app_host.dedicated:
+            raise _KeyError("appHost.dedicated", None, "with target: servers, list the app host under servers")
+        network = ipaddress.ip_network(self.network.cidr)
+        seen: dict[str, str] = {}
+        for name, server in self.servers.items():
+            if ipaddress.ip_address(server.private_address) not in network:
+                raise _KeyError(
+                    f"servers.{name}.privateAddress",
+                    server.private_address,
+                    f"must be inside network.cidr {network} (internal ports listen only there)",
+                )
+            for address in (server.public_address, server.private_address):
+                if address in seen:
+                    raise _KeyError(f"servers.{name}", address, f"address already used by servers.{seen[address]}")
+                seen[address] = name
 
     @property
     def object_store_impl(self) -> str:

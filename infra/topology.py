@@ -52,10 +52,10 @@ class HostPlan:
     name: str
     roles: tuple[Role, ...]
     server_type: str
-    kind: Literal["cloud", "dedicated", "local"]
+    kind: Literal["cloud", "dedicated", "server", "local"]  # server: target servers (BYO over SSH)
     location: str
     private_ip: str | None
-    public_ip: str | None = None  # known up front only for dedicated servers
+    public_ip: str | None = None  # known up front only for dedicated and own servers
     placement_group: str | None = None
     volumes: tuple[VolumePlan, ...] = ()
 
@@ -102,7 +102,7 @@ class DnsRecord:
 class Plan:
     stack: str
     phase: int
-    target: Literal["hetzner", "local"]
+    target: Literal["hetzner", "servers", "local"]
     hosts: tuple[HostPlan, ...]
     placements: tuple[Placement, ...]
     entry_host: str
@@ -265,6 +265,7 @@ class _Builder:
         self.hosts: list[HostPlan] = []
         self.placements: list[Placement] = []
         self._group_members: dict[str, int] = {}
+        self._unlisted: list[str] = []
         subnet = ipaddress.ip_network(settings.network.subnet)
         self._ips = (str(ip) for i, ip in enumerate(subnet.hosts()) if i >= 9)  # .10 upwards
         self._subnet = subnet
@@ -295,8 +296,27 @@ class _Builder:
         self._group_members[group] = count + 1
         return f"{group}-spread-{count // SPREAD_GROUP_MAX + 1}"
 
+    def _own_server(self, name: str, roles: tuple[Role, ...], planned_type: str) -> str:
+        """Target servers: the machine the operator listed under this host's name."""
+        server = self.settings.servers.get(name)
+        if server is None:
+            self._unlisted.append(name)
+            return self._add(HostPlan(name, roles, planned_type, "server", self.settings.location, None))
+        host = HostPlan(
+            name,
+            roles,
+            server.server_type or planned_type,
+            "server",
+            self.settings.location,
+            private_ip=server.private_address,
+            public_ip=server.public_address,
+        )
+        return self._add(host)
+
     def app_host(self, name: str, roles: tuple[Role, ...]) -> str:
         dedicated = self.settings.app_host.dedicated
+        if self.settings.target == "servers":
+            return self._own_server(name, roles, self.settings.app_host.server_type)
         if self.settings.target == "local":
             return self._add(HostPlan(name, roles, "local", "local", self.settings.location, None))
         if dedicated:
@@ -324,6 +344,8 @@ class _Builder:
         )
 
     def cloud_host(self, name: str, roles: tuple[Role, ...], server_type: str, group: str | None = None) -> str:
+        if self.settings.target == "servers":
+            return self._own_server(name, roles, server_type)
         kind: Literal["cloud", "local"] = "local" if self.settings.target == "local" else "cloud"
         return self._add(
             HostPlan(
@@ -346,6 +368,19 @@ class _Builder:
         self.placements.append(Placement(role, host, **kwargs))  # type: ignore[arg-type]
 
     def finish_hosts(self) -> tuple[HostPlan, ...]:
+        names = [h.name for h in self.hosts]
+        source = f"Pulumi.{self.settings.stack}.yaml: selextract:servers"
+        if self._unlisted:
+            raise ConfigError(
+                f"{source}: phase {self.settings.phase} needs these hosts, not listed: {', '.join(self._unlisted)} "
+                f"(one entry per host with publicAddress and privateAddress; the phase's hosts: {', '.join(names)})"
+            )
+        extra = sorted(set(self.settings.servers) - set(names))
+        if extra:
+            raise ConfigError(
+                f"{source}: {', '.join(extra)} not a host of phase {self.settings.phase}; "
+                f"its hosts are: {', '.join(names)}"
+            )
         return tuple(self.hosts)
 
     def group_names(self) -> tuple[str, ...]:

@@ -6,8 +6,7 @@ import pulumi
 from infra.config import load_from_pulumi
 from infra.dns import DnsRecords
 from infra.exports import stack_exports
-from infra.hosts.hetzner import HetznerFleet
-from infra.hosts.local import LocalEngine
+from infra.hosts.fleet import fleet_for
 from infra.images import AppImages, current_version, pinned_images
 from infra.secrets import StackSecrets
 from infra.services import deploy_services
@@ -19,7 +18,7 @@ from infra.topology import plan
 settings = load_from_pulumi()
 the_plan = plan(settings)
 secrets = StackSecrets("secrets", settings)
-fleet = LocalEngine("local", the_plan) if settings.target == "local" else HetznerFleet("hetzner", the_plan, settings)
+fleet = fleet_for(settings, the_plan)
 version = current_version(settings.release, settings.image_tag)
 specs = build_specs(the_plan, settings, version.tag)
 builds_on = {fleet.hosts[s.host].engine: fleet.hosts[s.host] for s in specs if s.image in (BUILD_APP, BUILD_WORKER)}

@@ -8,8 +8,6 @@ replaces a server by surprise); a dedicated box joins through a vSwitch subnet.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pulumi
 import pulumi_command as command
 import pulumi_hcloud as hcloud
@@ -17,7 +15,7 @@ import pulumi_hcloud as hcloud
 from infra.catalog import load_catalog
 from infra.config import Settings
 from infra.hosts.base import Host, docker_ssh_provider, stack_network
-from infra.hosts.dedicated import DedicatedServer
+from infra.hosts.dedicated import prepared_host, ssh_connection, ssh_private_key
 from infra.hosts.hardening import cloud_init
 from infra.topology import HostPlan, Plan
 
@@ -26,13 +24,6 @@ SERVER_IMAGE = "debian-12"
 
 def labels(settings: Settings, role: str) -> dict[str, str]:
     return {"project": "selextract", "stack": settings.stack, "phase": str(settings.phase), "role": role}
-
-
-def ssh_private_key(settings: Settings) -> pulumi.Output[str] | None:
-    """The deploy key for pulumi-command, read at deploy time and kept secret; None
-    means the SSH agent is used."""
-    path = Path(settings.ssh.private_key_path).expanduser()
-    return pulumi.Output.secret(path.read_text()) if path.is_file() else None
 
 
 def firewall_rules(settings: Settings, public_ports: tuple[int, ...]) -> list[hcloud.FirewallRuleArgs]:
@@ -203,12 +194,7 @@ class HetznerFleet(pulumi.ComponentResource):
             )
             for v in host.volumes
         ]
-        connection = command.remote.ConnectionArgs(
-            host=server.ipv4_address,
-            user=settings.ssh.user,
-            port=settings.ssh.port,
-            private_key=ssh_private_key(settings),
-        )
+        connection = ssh_connection(settings, server.ipv4_address, ssh_private_key(settings))
         ready = command.remote.Command(
             f"{name}-{host.name}-ready",
             connection=connection,
@@ -241,35 +227,11 @@ class HetznerFleet(pulumi.ComponentResource):
         )
 
     def _dedicated(self, name: str, host: HostPlan) -> Host:
-        server = DedicatedServer(
+        return prepared_host(
             f"{name}-{host.name}",
             host=host,
             settings=self.settings,
             private_key=ssh_private_key(self.settings),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.vswitch_subnet] if self.vswitch_subnet else []),
-        )
-        provider = docker_ssh_provider(
-            f"{name}-{host.name}-docker",
-            address=str(host.public_ip),
-            user=self.settings.ssh.user,
-            port=self.settings.ssh.port,
-            key_path=self.settings.ssh.private_key_path,
-            depends_on=[server],
             parent=self,
-        )
-        network = stack_network(f"{name}-{host.name}-net", self.settings.stack, provider, self)
-        return Host(
-            plan=host,
-            provider=provider,
-            network=network,
-            engine=host.name,
-            public_ip=host.public_ip,
-            private_ip=host.private_ip,
-            ready=[server, network],
-            ssh=command.remote.ConnectionArgs(
-                host=str(host.public_ip),
-                user=self.settings.ssh.user,
-                port=self.settings.ssh.port,
-                private_key=ssh_private_key(self.settings),
-            ),
+            depends_on=[self.vswitch_subnet] if self.vswitch_subnet else [],
         )

@@ -16,7 +16,8 @@ from infra.topology import Role, plan
 from tests.infra.pulumi_harness import ROOT, ProgramRun, run_program
 
 STACKS = sorted(p.name for p in ROOT.glob("Pulumi.*.yaml"))
-HETZNER_STACKS = [s for s in STACKS if s != "Pulumi.local.yaml"]
+HETZNER_STACKS = [s for s in STACKS if load_stack_file(ROOT / s).target == "hetzner"]
+SERVERS_STACKS = [s for s in STACKS if load_stack_file(ROOT / s).target == "servers"]
 SERVER = "hcloud:index/server:Server"
 CONTAINER = "docker:index/container:Container"
 
@@ -49,7 +50,7 @@ def test_containers_match_the_plan(stack_file: str) -> None:
     )
     # app and worker images are built once per Docker engine that runs them
     engines = {
-        p.host(pl.host).name if p.target == "hetzner" else "local"
+        p.host(pl.host).name if p.target != "local" else "local"
         for pl in p.placements
         if pl.role in (Role.API, Role.WORKER)
     }
