@@ -89,21 +89,28 @@ def deploy_services(
     out: dict[str, Service] = {}
     for component, roles in COMPONENTS:
         mine = [s for s in specs if s.role in roles]
-        if mine:
-            name = component.__name__.lower()
-            out[name] = component(
-                name,
-                ServiceArgs(specs=mine, hosts=hosts, secrets=secrets, images=images, stack=stack, declared=declared),
-            )
-        # rotated passwords are applied inside the running service before the app starts
-        for spec in mine:
-            if component is not Postgres and spec.password_sync is None:
-                continue
+        if not mine:
+            continue
+        postgres = component is Postgres
+
+        def sync(spec: ContainerSpec, container: pulumi.Resource, postgres: bool = postgres) -> None:
+            """Rotated passwords are applied inside the running service before anything that
+            depends on the step starts (the app; the buckets, right after the store's node)."""
+            if not postgres and spec.password_sync is None:
+                return
             sync_name = password_sync_name(spec.name)
-            args = PasswordSyncArgs(declared.containers[spec.name], spec.name, hosts[spec.host], secrets)
+            args = PasswordSyncArgs(container, spec.name, hosts[spec.host], secrets)
             declared.containers[sync_name] = (
                 PostgresPasswordSync(sync_name, args, active_slot=active_slot)
                 if spec.password_sync is None
                 else ScriptPasswordSync(sync_name, args, spec.password_sync)
             )
+
+        name = component.__name__.lower()
+        out[name] = component(
+            name,
+            ServiceArgs(
+                specs=mine, hosts=hosts, secrets=secrets, images=images, stack=stack, declared=declared, after_each=sync
+            ),
+        )
     return out

@@ -4,7 +4,7 @@ this package differ only in what they are called and which specs they get."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -40,6 +40,22 @@ class Declared:
     volumes: dict[str, docker.Volume] = field(default_factory=dict)
 
 
+class UnresolvedDependency(LookupError):
+    """A spec names a container no service declared before it: a silently dropped
+    dependency would let it start before what it needs."""
+
+
+def dependencies(spec: ContainerSpec, declared: Declared) -> list[pulumi.Resource]:
+    """The declared resources `spec.depends_on` names, in order; raises naming the missing ones."""
+    missing = [d for d in spec.depends_on if d not in declared.containers]
+    if missing:
+        raise UnresolvedDependency(
+            f"container {spec.name} (host {spec.host}) depends on {', '.join(missing)}, which no service "
+            "declared before it: a container or password-sync step of that name must be declared first"
+        )
+    return [declared.containers[d] for d in spec.depends_on]
+
+
 @dataclass
 class ServiceArgs:
     specs: Sequence[ContainerSpec]
@@ -49,6 +65,9 @@ class ServiceArgs:
     images: Mapping[str, Mapping[str, pulumi.Input[str]]]
     stack: str
     declared: Declared
+    # Called with each container as soon as it is declared (password-sync steps), so a
+    # later container of the same service can depend on what it adds.
+    after_each: Callable[[ContainerSpec, docker.Container], None] | None = None
 
 
 class Service(pulumi.ComponentResource):
@@ -63,10 +82,12 @@ class Service(pulumi.ComponentResource):
             host = args.hosts[spec.host]
             volumes = self._volumes(spec, host, args)
             deps: list[pulumi.Resource] = [*host.ready, *volumes]
-            deps += [args.declared.containers[d] for d in spec.depends_on if d in args.declared.containers]
+            deps += dependencies(spec, args.declared)
             container = self._container(spec, host, args, deps)
             created[spec.logical_name] = container
             args.declared.containers[spec.logical_name] = container
+            if args.after_each is not None:
+                args.after_each(spec, container)
         self.containers = created
         self.register_outputs({"containers": [c.name for c in created.values()]})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from infra.render import CONFIG_DIR, render
+from infra.specs.app import api_proxy_specs, api_specs
 from infra.specs.base import ContainerSpec, Healthcheck, Mount, PasswordSync, Upload, secret
 from infra.specs.context import SpecContext
 from infra.topology import Role
@@ -140,13 +141,19 @@ def _acme(ctx: SpecContext) -> bool:
     return ctx.settings.tls.mode == "acme" and not ctx.local
 
 
+def _api_dependencies(ctx: SpecContext) -> tuple[str, ...]:
+    """What the entry proxies to, on whichever hosts: every API container and each API
+    host's proxy (what the entry dials there). Pulumi orders resources across providers."""
+    return tuple(s.logical_name for s in (*api_specs(ctx), *api_proxy_specs(ctx)))
+
+
 def entry_specs(ctx: SpecContext) -> list[ContainerSpec]:
     plan = ctx.plan
     specs = []
     common_env = {"TLS_COMMON_NAME": "localhost" if ctx.local else ctx.settings.domain}
     if _acme(ctx):
         common_env["RELOAD_EVERY"] = "21600"  # pick up renewed certificates every 6 h
-    api_names = tuple(e.name for e in plan.endpoints(Role.API))
+    api_names = _api_dependencies(ctx)
     for placement in plan.placements_of(Role.ENTRY):
         host = placement.host
         conf, proxy = nginx_config(ctx, host)
