@@ -52,7 +52,7 @@ def create_app() -> FastAPI:
     # the last middleware added runs first: metrics see everything, maintenance precedes sessions
     app.add_middleware(
         SessionMiddleware,
-        secret_key=settings.secret_key.get_secret_value(),
+        secret_key=settings.require_secret_key(),
         session_cookie="selextract_session",
         max_age=settings.session_max_age,
         same_site="lax",

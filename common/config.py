@@ -185,10 +185,16 @@ class Settings(BaseSettings):
             raise ValueError("TASK_TIME_LIMIT must be greater than TASK_SOFT_TIME_LIMIT")
         if self.storage_backend in ("s3", "minio") and not (self.s3_access_key and self.s3_secret_key):
             raise ValueError(f"STORAGE_BACKEND={self.storage_backend} needs S3_ACCESS_KEY and S3_SECRET_KEY")
-        if self.environment == "production" and self.secret_key.get_secret_value() == DEV_SECRET_KEY:
-            raise ValueError("SECRET_KEY must be set in production")
         self.public_base_url = self.public_base_url.rstrip("/")
         return self
+
+    def require_secret_key(self) -> str:
+        """SECRET_KEY, checked where it is used (the API signs console sessions and checkout
+        links with it): workers never read it, so they are not given one."""
+        value = self.secret_key.get_secret_value()
+        if self.environment == "production" and value == DEV_SECRET_KEY:
+            raise ValueError("SECRET_KEY must be set in production: the API signs console sessions with it")
+        return value
 
     # --- derived values -----------------------------------------------------------------
     @property

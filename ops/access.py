@@ -299,11 +299,13 @@ def _check_ident(name: str) -> None:
 # --- Redis ---------------------------------------------------------------------------------
 
 # The stack's Redis keeps an admin login on its volume (infra/specs/redis.py); a Redis
-# without one (older volumes, the test doubles) takes the container's REDIS_PASSWORD.
+# without one (older volumes, the test doubles) takes the container's REDIS_PASSWORD. Either
+# goes to redis-cli in REDISCLI_AUTH, never as an argument (`ps` would show it).
 REDIS_CLI_IN_CONTAINER = (
     f'if [ -r {ADMIN_PASSWORD_FILE} ]; then export REDISCLI_AUTH="$(cat {ADMIN_PASSWORD_FILE})"; '
     f'exec redis-cli --user {ADMIN_USER} --no-auth-warning "$@"; fi; '
-    'exec redis-cli ${REDIS_PASSWORD:+-a "$REDIS_PASSWORD"} --no-auth-warning "$@"'
+    '[ -z "${REDIS_PASSWORD:-}" ] || export REDISCLI_AUTH="$REDIS_PASSWORD"; '
+    'exec redis-cli --no-auth-warning "$@"'
 )
 
 

@@ -17,7 +17,8 @@ WORKER_METRICS_DIR = "/tmp/selextract-metrics"
 
 
 def app_env(ctx: SpecContext, host: str) -> dict[str, str]:
-    """Environment shared by API and workers on `host` (addresses as seen from there)."""
+    """Environment shared by API and workers on `host` (addresses as seen from there): only
+    what a worker reads too, so a worker holds no secret it never uses (see `api_env`)."""
     plan, settings = ctx.plan, ctx.settings
     pg = plan.endpoint(Role.POSTGRES, host)
     redis = plan.endpoint(Role.REDIS, host)
@@ -31,12 +32,10 @@ def app_env(ctx: SpecContext, host: str) -> dict[str, str]:
     env = {
         "DATABASE_URL": f"postgresql+psycopg://{APP_USERS[slot]}:{secret(app_password_secret(slot))}@{pg.url}/{DB_NAME}",
         "REDIS_URL": f"redis://:{secret('redisPassword')}@{redis.url}/0",
-        "SECRET_KEY": secret("appSecretKey"),
         "PUBLIC_BASE_URL": public,
         "SELEXTRACT_STACK": plan.stack,
         "SELEXTRACT_PHASE": str(plan.phase),
         "ENVIRONMENT": "production",
-        "OIDC_ISSUER": settings.oidc.issuer,
         "SCRAPER_CONCURRENCY": str(settings.scraper.concurrency),
         "SCRAPER_DOMAIN_CONCURRENCY": str(settings.scraper.domain_concurrency),
         "SCRAPER_DOMAIN_DELAY_MS": str(settings.scraper.domain_delay_ms),
@@ -44,11 +43,6 @@ def app_env(ctx: SpecContext, host: str) -> dict[str, str]:
     }
     if settings.scraper.allowed_networks:
         env["SCRAPER_ALLOWED_NETWORKS"] = ",".join(settings.scraper.allowed_networks)
-    if settings.oidc.client_id:
-        env["OIDC_CLIENT_ID"] = settings.oidc.client_id
-        env["OIDC_CLIENT_SECRET"] = secret("googleClientSecret")
-    if settings.billing.enabled:
-        env["LEMONSQUEEZY_SIGNING_SECRET"] = secret("lemonSqueezySigningSecret")
     if plan.storage_backend == "local":
         env |= {"STORAGE_BACKEND": "local", "STORAGE_PATH": RESULTS_PATH}
     else:
@@ -60,6 +54,19 @@ def app_env(ctx: SpecContext, host: str) -> dict[str, str]:
             "S3_SECRET_KEY": secret(OBJECT_STORE_ROTATION_KEY),
             "S3_BUCKET": plan.buckets[0],
         }
+    return env
+
+
+def api_env(ctx: SpecContext, host: str) -> dict[str, str]:
+    """The API's environment: `app_env` plus what only the API reads (the session and
+    checkout-signing key, the sign-in client, the billing webhook's signing secret)."""
+    settings = ctx.settings
+    env = app_env(ctx, host) | {"SECRET_KEY": secret("appSecretKey"), "OIDC_ISSUER": settings.oidc.issuer}
+    if settings.oidc.client_id:
+        env["OIDC_CLIENT_ID"] = settings.oidc.client_id
+        env["OIDC_CLIENT_SECRET"] = secret("googleClientSecret")
+    if settings.billing.enabled:
+        env["LEMONSQUEEZY_SIGNING_SECRET"] = secret("lemonSqueezySigningSecret")
     return env
 
 
@@ -93,7 +100,7 @@ def api_specs(ctx: SpecContext) -> list[ContainerSpec]:
                         "python -m app.migrate && exec uvicorn app.main:app --host 0.0.0.0 --port 8000 "
                         f"--workers {plan.api_workers} --proxy-headers --forwarded-allow-ips '*'",
                     ),
-                    env=app_env(ctx, host.name),
+                    env=api_env(ctx, host.name),
                     mounts=_results_mounts(ctx, host.name),
                     user="10001",
                     read_only=True,

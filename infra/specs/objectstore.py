@@ -93,11 +93,12 @@ until mc admin info self >/dev/null 2>&1; do
 done
 """
 
-# stdin: "ACCESS SECRET". A user with the readwrite policy (buckets included).
+# stdin: "ACCESS SECRET". A user with the readwrite policy (buckets included). mc reads the
+# secret from its stdin when it is not an argument, so no command line holds it.
 MINIO_ADD_KEY = (
     "read -r ak sk\n"
     + _MINIO_ADMIN
-    + """mc admin user add self "$ak" "$sk" >/dev/null
+    + """printf '%s\\n' "$sk" | mc admin user add self "$ak" >/dev/null
 mc admin policy attach self readwrite --user "$ak" >/dev/null 2>&1 || mc admin user info self "$ak" | grep -q readwrite
 """
 )

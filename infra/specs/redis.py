@@ -36,9 +36,12 @@ maxmemory-policy noeviction
 EOF
 """
 
-# stdin: the new password. Added beside the current ones, then written to the ACL file.
+# stdin: the new password. Added beside the current ones, then written to the ACL file. It
+# reaches redis-cli on its stdin (`-x`: the last argument), from printf, a shell builtin, so
+# no process's command line ever holds it (ps on the host shows container processes too).
 ADD_PASSWORD = (
-    f'read -r pw; {ADMIN_CLI} ACL SETUSER default on ">$pw" | grep -qx OK && {ADMIN_CLI} ACL SAVE | grep -qx OK'
+    f"read -r pw; printf '>%s' \"$pw\" | {ADMIN_CLI} -x ACL SETUSER default on | grep -qx OK "
+    f"&& {ADMIN_CLI} ACL SAVE | grep -qx OK"
 )
 
 

@@ -54,7 +54,6 @@ def test_lists_pairs_and_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ({"STORAGE_BACKEND": "ftp"}, "storage_backend"),
         ({"STORAGE_BACKEND": "minio", "S3_ACCESS_KEY": "", "S3_SECRET_KEY": ""}, "S3_ACCESS_KEY"),
-        ({"ENVIRONMENT": "production", "SECRET_KEY": "dev-insecure-secret-key-change-me"}, "SECRET_KEY"),
         ({"TASK_SOFT_TIME_LIMIT": "100", "TASK_TIME_LIMIT": "50"}, "TASK_TIME_LIMIT"),
         ({"SCRAPER_ALLOWED_NETWORKS": "not-a-network"}, "scraper_allowed_networks"),
     ],
@@ -67,3 +66,26 @@ def test_bad_settings_name_the_key(env: dict[str, str], message: str, monkeypatc
         monkeypatch.delenv("S3_SECRET_KEY")
     with pytest.raises(ValidationError, match=message):
         Settings()
+
+
+def test_secret_key_is_required_in_production_where_it_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker is given no SECRET_KEY (it never signs anything) and starts; the API refuses
+    to start without one, naming it."""
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.delenv("SECRET_KEY")
+    worker = Settings()
+    with pytest.raises(ValueError, match="SECRET_KEY must be set in production"):
+        worker.require_secret_key()
+    from app.main import create_app
+    from common.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="SECRET_KEY"):
+            create_app()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    monkeypatch.setenv("SECRET_KEY", "a-real-secret")
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    assert Settings().require_secret_key() == "a-real-secret"
