@@ -197,5 +197,5 @@ def docker_hosts_from_outputs(outputs: Mapping[str, Any], settings: Settings) ->
     out: dict[str, str | None] = {}
     for name, host in (outputs.get("hosts") or {}).items():
         address = host.get("publicIp")
-        out[name] = f"ssh://{settings.ssh.user}@{address}" if address else None
+        out[name] = f"ssh://{settings.ssh.user}@{address}:{settings.ssh.port}" if address else None
     return out

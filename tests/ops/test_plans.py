@@ -154,7 +154,7 @@ def test_set_config_in_doc_is_pulumi_config_set() -> None:
 def test_docker_hosts_from_outputs() -> None:
     settings = load_stack("phase2")
     outputs = {"hosts": {"app-01": {"publicIp": "203.0.113.5"}, "db-01": {"publicIp": None}}}
-    assert docker_hosts_from_outputs(outputs, settings) == {"app-01": "ssh://deploy@203.0.113.5", "db-01": None}
+    assert docker_hosts_from_outputs(outputs, settings) == {"app-01": "ssh://deploy@203.0.113.5:22", "db-01": None}
     assert docker_hosts_from_outputs(outputs, load_stack("local")) == {}
 
 
