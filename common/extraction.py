@@ -274,11 +274,17 @@ def csv_columns(rules: ExtractionRules) -> list[str]:
     return columns
 
 
+# A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV Injection")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> str:
+    """Text as scraped, except that text a spreadsheet would evaluate gets a leading `'`
+    (OWASP): a results CSV opened in Excel or LibreOffice runs no page's formula."""
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
+        return "'" + value if value.startswith(_FORMULA_START) else value
     return json.dumps(value, ensure_ascii=False)
 
 
