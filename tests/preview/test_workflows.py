@@ -5,6 +5,7 @@ and git on a scratch repository."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -150,3 +151,38 @@ def test_deploy_by_hand_and_first_push(repo: Path) -> None:
     assert detect(repo, "deploy.yml", first) == 'stacks=["phase1","phase2","phase3","phase4"]'
     with pytest.raises(subprocess.CalledProcessError):
         detect(repo, "deploy.yml", {**manual, "REQUESTED": "local"})
+
+
+# ------------------------------------------------------- secrets and pull-request code
+
+
+def secrets_used(node: Any) -> set[str]:
+    """Names of `secrets.X` a workflow part refers to (GITHUB_TOKEN is per run and scoped)."""
+    return set(re.findall(r"secrets\.([A-Za-z0-9_]+)", yaml.safe_dump(node))) - {"GITHUB_TOKEN"}
+
+
+@pytest.mark.parametrize("name", ["pr-preview.yml", "deploy.yml"])
+def test_secrets_reach_only_jobs_in_a_protected_environment(name: str) -> None:
+    """Environment secrets are released only to a job that names the environment, after its
+    required reviewers approve the run; a job or a workflow-level `env` outside one could
+    hand them to whatever code the run checked out."""
+    doc = workflow(name)
+    assert not secrets_used({k: v for k, v in doc.items() if k != "jobs"})
+    for job_name, job in doc["jobs"].items():
+        if secrets_used(job):
+            assert job.get("environment"), f"{name}: job {job_name} uses {secrets_used(job)} outside an environment"
+
+
+def test_pull_request_code_gets_the_passphrase_only_after_approval() -> None:
+    doc = workflow("pr-preview.yml")
+    assert set(doc["on"]) == {"pull_request"}  # never pull_request_target (secrets beside PR code)
+    preview = doc["jobs"]["preview"]
+    assert preview["environment"] == "preview"
+    assert "PULUMI_CONFIG_PASSPHRASE" in secrets_used(preview)
+    for job_name, job in doc["jobs"].items():
+        if job_name != "preview":
+            assert not secrets_used(job), job_name
+    # the secrets must live on the environment: a pull request can edit this very file, and a
+    # repository secret is open to any job it writes
+    header = (WORKFLOWS / "pr-preview.yml").read_text().split("\nname:", 1)[0]
+    assert "environment `preview`" in header and "not as repository secrets" in header
