@@ -160,7 +160,21 @@ class Service(pulumi.ComponentResource):
             envs=envs or None,
             ports=[docker.ContainerPortArgs(internal=p.internal, external=p.external, ip=p.ip) for p in spec.ports]
             or None,
-            mounts=[docker.ContainerMountArgs(type="volume", source=m.volume, target=m.target) for m in spec.mounts]
+            mounts=[
+                *(docker.ContainerMountArgs(type="volume", source=m.volume, target=m.target) for m in spec.mounts),
+                *(
+                    docker.ContainerMountArgs(
+                        type="bind",
+                        source=m.source,
+                        target=m.target,
+                        read_only=m.read_only,
+                        bind_options=docker.ContainerMountBindOptionsArgs(propagation=m.propagation)
+                        if m.propagation
+                        else None,
+                    )
+                    for m in spec.host_mounts
+                ),
+            ]
             or None,
             tmpfs={path: "rw,size=64m,mode=1777" for path in spec.tmpfs} or None,
             uploads=[
@@ -178,6 +192,7 @@ class Service(pulumi.ComponentResource):
             # provider would then report drift on every preview).
             memory_swap=spec.memory_mb,
             user=spec.user,
+            pid_mode="host" if spec.pid_host else None,
             read_only=spec.read_only,
             healthcheck=docker.ContainerHealthcheckArgs(
                 tests=list(health.test),

@@ -39,6 +39,17 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class HostMount:
+    """A path of the host bind-mounted into the container (node-exporter reads the host's
+    root); `propagation` "rslave" lets mounts the host makes later appear inside too."""
+
+    source: str
+    target: str
+    read_only: bool = True
+    propagation: str | None = None
+
+
+@dataclass(frozen=True)
 class Upload:
     """A file written into the container at creation; content may hold secret placeholders."""
 
@@ -78,12 +89,14 @@ class ContainerSpec:
     env: dict[str, str] = field(default_factory=dict)
     ports: tuple[Port, ...] = ()
     mounts: tuple[Mount, ...] = ()
+    host_mounts: tuple[HostMount, ...] = ()
     tmpfs: tuple[str, ...] = ()
     uploads: tuple[Upload, ...] = ()
     extra_hosts: dict[str, str] = field(default_factory=dict)
     cpus: float | None = None
     memory_mb: int | None = None
     user: str | None = None
+    pid_host: bool = False  # the host's PID namespace (node-exporter reads /proc/1/mounts)
     read_only: bool = False
     healthcheck: Healthcheck | None = None
     wait_healthy: bool = False

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infra.render import CONFIG_DIR, render
-from infra.specs.base import ContainerSpec, Healthcheck, Mount, Upload, secret
+from infra.specs.base import ContainerSpec, Healthcheck, HostMount, Mount, Upload, secret
 from infra.specs.context import SpecContext
 from infra.specs.postgres import DB_NAME, DB_USER
 from infra.topology import EXPORTER_PORTS, PORTS, Endpoint, Role
@@ -142,6 +142,34 @@ def _exporter(ctx: SpecContext, name: str, host: str, image: str, kind: str, **k
     )
 
 
+# node_exporter's README (Docker): `-v "/:/host:ro,rslave" --pid=host --path.rootfs=/host`.
+# The filesystem collector reads PID 1's mount table and statfs()es each mount point under
+# /host, so the labels carry host paths (mountpoint="/", "/mnt/HC_Volume_…"); rslave lets a
+# volume mounted after the exporter started appear too. Its README also passes --net=host;
+# here the exporter stays on the bridge, published on the private IP only (the policy pack
+# refuses host networking: every port would listen on the public address too), so the
+# network collectors see the container's interface, not the host's (no alert reads them).
+HOST_ROOT = HostMount(source="/", target="/host", read_only=True, propagation="rslave")
+
+
+def node_exporter_spec(ctx: SpecContext, host: str) -> ContainerSpec:
+    """The host's exporter; locally the one exporter reports its own container (every plan
+    host is this machine, whose root is not the project's to mount)."""
+    name = f"{ctx.plan.stack}-{host}-node-exporter-1"
+    if ctx.local:
+        return _exporter(ctx, name, host, ctx.settings.images.node_exporter, "node")
+    return _exporter(
+        ctx,
+        name,
+        host,
+        ctx.settings.images.node_exporter,
+        "node",
+        command=(f"--path.rootfs={HOST_ROOT.target}",),
+        host_mounts=(HOST_ROOT,),
+        pid_host=True,
+    )
+
+
 def monitoring_specs(ctx: SpecContext) -> list[ContainerSpec]:
     plan, images = ctx.plan, ctx.settings.images
     specs: list[ContainerSpec] = []
@@ -190,16 +218,7 @@ def monitoring_specs(ctx: SpecContext) -> list[ContainerSpec]:
         if images.grafana:
             specs.append(grafana_spec(ctx, host, base))
     for host in node_exporter_hosts(ctx):
-        specs.append(
-            _exporter(
-                ctx,
-                f"{plan.stack}-{host}-node-exporter-1",
-                host,
-                images.node_exporter,
-                "node",
-                command=("--path.rootfs=/host",) if not ctx.local else (),
-            )
-        )
+        specs.append(node_exporter_spec(ctx, host))
     for p in plan.placements_of(Role.POSTGRES):
         pg = plan.endpoint(Role.POSTGRES, p.host)
         specs.append(
