@@ -25,9 +25,10 @@ from bench.measure import run_measured
 from tests.e2e.stack import PASSPHRASE, ROOT, pulumi_bin
 
 
-def mock_run(servers: int, timeout: float = 900) -> dict[str, Any]:
-    res = run_measured([sys.executable, "-m", "bench.deploy_mock", "--servers", str(servers)], cwd=ROOT,
-                       timeout=timeout)  # fmt: skip
+def mock_run(servers: int, timeout: float = 900, stack: str = "phase4", program: Path | None = None) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.deploy_mock", "--servers", str(servers), "--stack", stack]
+    cmd += ["--program", str(program)] if program else []
+    res = run_measured(cmd, cwd=ROOT, timeout=timeout)
     if res.returncode != 0:
         return {"servers": servers, "error": res.stderr[-2000:]}
     data = json.loads(res.stdout.strip().splitlines()[-1])

@@ -48,7 +48,9 @@ GENERATED_SECRETS = (
 )
 # Credentials only the operator can supply; required when the feature using them is on.
 EXTERNAL_SECRETS = ("googleClientSecret", "lemonSqueezySigningSecret", "smtpPassword", "slackWebhookUrl")
-SECRET_KEYS = GENERATED_SECRETS + EXTERNAL_SECRETS
+# The login of an external registry (registry.address); the stack's own registry generates it.
+REGISTRY_SECRET = "registryPassword"
+SECRET_KEYS = (*GENERATED_SECRETS, *EXTERNAL_SECRETS, REGISTRY_SECRET)
 
 
 class ConfigError(ValueError):
@@ -222,6 +224,20 @@ class ImageSettings(_Model):
     grafana: str | None = "grafana/grafana:11.0.0"
     certbot: str = "certbot/certbot:v2.11.0"
     python_base: str = "selextract/python:3.11"
+    # the stack's own registry on multi-host stacks: CNCF Distribution
+    registry: str = "registry:2"
+
+
+class RegistrySettings(_Model):
+    """Where the hosts of a multi-host stack pull the app, worker and locally built
+    (`selextract/*`) service images from, so each image is built once on this machine.
+    Unset `address`: the stack runs its own registry (CNCF Distribution, htpasswd login)
+    on the entry host's private address. Set: a registry you run, reachable under that
+    address from this machine and from every host, with `username` and the
+    `registryPassword` secret."""
+
+    address: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+(:\d{1,5})?(/[a-z0-9._-]+)*$")
+    username: str = Field("selextract", pattern=r"^[A-Za-z0-9._-]{1,64}$")
 
 
 LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
@@ -312,6 +328,7 @@ class Settings(_Model):
     volumes: VolumeSettings = VolumeSettings()
     dns: DnsSettings = DnsSettings()
     images: ImageSettings = ImageSettings()
+    registry: RegistrySettings = RegistrySettings()
     tls: TlsSettings = TlsSettings()
     oidc: OidcSettings = OidcSettings()
     billing: BillingSettings = BillingSettings()
@@ -398,6 +415,7 @@ class Settings(_Model):
                     dedicated.private_address,
                     f"must be inside network.vswitchSubnet {self.network.vswitch_subnet}",
                 )
+        self._registry_rules()
         if self.oidc.client_id and "googleClientSecret" not in self.secrets:
             raise _KeyError("googleClientSecret", None, _secret_hint("googleClientSecret", "oidc.clientId is set"))
         if self.billing.enabled and "lemonSqueezySigningSecret" not in self.secrets:
@@ -430,6 +448,22 @@ class Settings(_Model):
                 if address in seen:
                     raise _KeyError(f"servers.{name}", address, f"address already used by servers.{seen[address]}")
                 seen[address] = name
+
+    def _registry_rules(self) -> None:
+        """An external registry needs its login; the stack's own registry makes its own,
+        and the local target builds on the one engine it runs on, with no registry."""
+        address = self.registry.address
+        if address and self.target == "local":
+            raise _KeyError("registry.address", address, "the local target builds on this engine; it uses no registry")
+        if address and REGISTRY_SECRET not in self.secrets:
+            raise _KeyError(REGISTRY_SECRET, None, _secret_hint(REGISTRY_SECRET, f"registry.address is {address}"))
+        if not address and REGISTRY_SECRET in self.secrets:
+            raise _KeyError(
+                REGISTRY_SECRET,
+                "[secret]",
+                "only used with an external registry (registry.address); the stack's own registry generates "
+                f"its password (renew it with `pulumi config set rotation:{REGISTRY_SECRET} N`)",
+            )
 
     @property
     def object_store_impl(self) -> str:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import pulumi
 import pulumi_random as random
 
-from infra.config import EXTERNAL_SECRETS, GENERATED_SECRETS, Settings
+from infra.config import EXTERNAL_SECRETS, GENERATED_SECRETS, REGISTRY_SECRET, Settings
 from infra.specs.postgres import APP_USERS, app_password_secret, app_slot_generation
+from infra.specs.registry import HTPASSWD_SECRET
 from infra.tls import bootstrap_certificate
 
 
@@ -45,11 +46,33 @@ class StackSecrets(pulumi.ComponentResource):
             given = settings.secret(key)
             if given is not None:
                 self._values[key] = pulumi.Output.secret(given)
+        self._registry_login(settings, child)
         domain = "localhost" if settings.target == "local" else settings.domain
         pair = self._values["appSecretKey"].apply(lambda seed: bootstrap_certificate(seed, domain))
         self._values["tlsBootstrapCert"] = pulumi.Output.secret(pair[0])
         self._values["tlsBootstrapKey"] = pulumi.Output.secret(pair[1])
         self.register_outputs({})
+
+    def _registry_login(self, settings: Settings, child: pulumi.ResourceOptions) -> None:
+        """The image registry's login: the operator's for an external registry; generated
+        for the stack's own (multi-host stacks), with the htpasswd line it checks, whose
+        bcrypt hash random makes once and keeps in state as a secret."""
+        given = settings.secret(REGISTRY_SECRET)
+        if given is not None:
+            self._values[REGISTRY_SECRET] = pulumi.Output.secret(given)
+            return
+        if settings.target == "local":
+            return
+        password = random.RandomPassword(
+            REGISTRY_SECRET,
+            length=32,
+            special=False,
+            keepers={"rotation": str(settings.rotation.get(REGISTRY_SECRET, 0))},
+            opts=child,
+        )
+        user = settings.registry.username
+        self._values[REGISTRY_SECRET] = pulumi.Output.secret(password.result)
+        self._values[HTPASSWD_SECRET] = pulumi.Output.secret(password.bcrypt_hash.apply(lambda h: f"{user}:{h}\n"))
 
     def get(self, name: str) -> pulumi.Output[str]:
         try:
