@@ -183,6 +183,7 @@ class Service(pulumi.ComponentResource):
             ]
             or None,
             hosts=[docker.ContainerHostArgs(host=h, ip=ip) for h, ip in spec.extra_hosts.items()] or None,
+            hostname=spec.hostname,
             networks_advanced=[
                 docker.ContainerNetworksAdvancedArgs(name=host.network.name, aliases=[spec.name, *spec.aliases])
             ],

@@ -6,7 +6,7 @@ from infra.render import render
 from infra.specs.base import ContainerSpec, Healthcheck, Mount, Port, Upload, password_sync_name, secret
 from infra.specs.context import BUILD_APP, BUILD_WORKER, SpecContext
 from infra.specs.objectstore import ROTATION_KEY as OBJECT_STORE_ROTATION_KEY
-from infra.specs.objectstore import app_access_key
+from infra.specs.objectstore import app_access_key, objectstore_dependencies, objectstore_url
 from infra.specs.postgres import APP_USERS, DB_NAME, app_password_secret, app_slot
 from infra.topology import PORTS, WORKER_METRICS_PORT, Role
 
@@ -46,10 +46,9 @@ def app_env(ctx: SpecContext, host: str) -> dict[str, str]:
     if plan.storage_backend == "local":
         env |= {"STORAGE_BACKEND": "local", "STORAGE_PATH": RESULTS_PATH}
     else:
-        store = plan.endpoint(Role.OBJECT_STORE, host)
         env |= {
             "STORAGE_BACKEND": "minio",
-            "S3_ENDPOINT_URL": f"http://{store.url}",
+            "S3_ENDPOINT_URL": objectstore_url(ctx, host),
             "S3_ACCESS_KEY": app_access_key(settings.object_store.access_key, settings.rotation),
             "S3_SECRET_KEY": secret(OBJECT_STORE_ROTATION_KEY),
             "S3_BUCKET": plan.buckets[0],
@@ -109,7 +108,7 @@ def api_specs(ctx: SpecContext) -> list[ContainerSpec]:
                         ("CMD-SHELL", "curl -fsS http://127.0.0.1:8000/health || exit 1"), start_period_s=20
                     ),
                     wait_healthy=True,
-                    depends_on=_deps(ctx),
+                    depends_on=_deps(ctx, host.name),
                 )
             )
     return specs
@@ -150,7 +149,7 @@ def worker_specs(ctx: SpecContext) -> list[ContainerSpec]:
                     tmpfs=("/tmp",),
                     # Warm shutdown: running tasks finish or go back to the queue (acks_late).
                     stop_grace_s=120,
-                    depends_on=_deps(ctx),
+                    depends_on=_deps(ctx, host.name),
                 )
             )
     return specs
@@ -247,16 +246,18 @@ def bucket_specs(ctx: SpecContext) -> list[ContainerSpec]:
             depends_on=(
                 *(ctx.plan.container_name(p.host, Role.OBJECT_STORE, 1) for p in plan.placements_of(Role.OBJECT_STORE)),
                 password_sync_name(plan.endpoint(Role.OBJECT_STORE, host).name),
+                *objectstore_dependencies(ctx, host),
             ),
         )
     ]
 
 
-def _deps(ctx: SpecContext) -> tuple[str, ...]:
+def _deps(ctx: SpecContext, host: str) -> tuple[str, ...]:
     plan = ctx.plan
     deps = [e.name for e in plan.endpoints(Role.POSTGRES) + plan.endpoints(Role.REDIS)]
     deps += [password_sync_name(e.name) for e in plan.endpoints(Role.POSTGRES) + plan.endpoints(Role.REDIS)]
     if plan.buckets:
         deps.append(f"{plan.stack}-{plan.hosts_with(Role.API)[0].name}-buckets-1")
         deps.append(password_sync_name(plan.endpoint(Role.OBJECT_STORE).name))
+        deps += objectstore_dependencies(ctx, host)
     return tuple(deps)

@@ -106,6 +106,9 @@ class ContainerSpec:
     # Extra DNS names on the stack network. A container whose `name` carries the image
     # version also answers under stable aliases, and is replaced create-before-delete.
     aliases: tuple[str, ...] = ()
+    # The container's host name; Docker maps it to the container's own address in
+    # /etc/hosts (a MinIO node finds its own drive by it, infra/specs/objectstore.py).
+    hostname: str | None = None
     resource_name: str | None = None  # stable Pulumi name when `name` changes per version
     ignore_env_changes: bool = False  # env only matters at first start (e.g. Postgres init)
     password_sync: PasswordSync | None = None

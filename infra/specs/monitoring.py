@@ -9,6 +9,7 @@ from pathlib import Path
 from infra.render import CONFIG_DIR, render
 from infra.specs.base import ContainerSpec, Healthcheck, HostMount, Mount, Upload, secret
 from infra.specs.context import SpecContext
+from infra.specs.objectstore import node_endpoints
 from infra.specs.postgres import DB_NAME, DB_USER
 from infra.topology import EXPORTER_PORTS, PORTS, Endpoint, Role
 
@@ -61,7 +62,7 @@ def scrape_jobs(ctx: SpecContext, from_host: str) -> tuple[ScrapeJob, ...]:
         ),
     ]
     if plan.placements_of(Role.OBJECT_STORE) and ctx.settings.object_store_impl == "minio":
-        jobs.append(ScrapeJob("minio", plan.endpoints(Role.OBJECT_STORE, from_host), "/minio/v2/metrics/cluster"))
+        jobs.append(ScrapeJob("minio", node_endpoints(ctx, from_host), "/minio/v2/metrics/cluster"))
     return tuple(jobs)
 
 

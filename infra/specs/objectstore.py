@@ -13,12 +13,14 @@ only the sync step uses) is its own secret; rotating that one restarts the nodes
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import replace
 
-from infra.specs.base import ContainerSpec, Healthcheck, Mount, PasswordSync, secret
+from infra.render import render
+from infra.specs.base import ContainerSpec, Healthcheck, Mount, PasswordSync, Port, Upload, secret
 from infra.specs.context import SpecContext
-from infra.topology import PORTS, Role
+from infra.topology import PORTS, Endpoint, HostPlan, Role
 
 ROTATION_KEY = "objectStoreSecretKey"
 # Per server: each bucket grows a handful of volumes (6 per replica set with replication
@@ -131,6 +133,147 @@ def minio_root_user(base: str) -> str:
     return f"{base}-admin"
 
 
+# --- where the nodes and their clients find each other --------------------------------
+#
+# MinIO decides which drive of the pool is its own by resolving each host name of the pool
+# and checking whether it is an address of its own (container's) interfaces; a name that
+# resolves to the host's private IP is not, in a bridge-networked container, and a name
+# that resolves to localhost is refused in a container (minio/minio#16754). MinIO's answer
+# for Docker: "make sure your command line entries resolve to the local interface IPs on
+# the container" (minio/minio#13777). So each node's Docker hostname is its pool name
+# (Docker writes it with the container's address into /etc/hosts) and extra_hosts map the
+# other nodes' names to their hosts' private IPs, where 9000/9001 are published. The pool
+# is MinIO's expansion notation over sequential host names, the same on every node
+# (docs.min.io, `minio server`: "You must run the minio server command with the same
+# combination of HOSTNAME and DIRECTORIES on each host"), as in the seed:
+# MINIO_VOLUMES="http://minio-0{1...4}.internal/…". Host networking would do too, but the
+# policy pack refuses it (every port would listen on the public address as well).
+NODE_DOMAIN = "internal"
+S3_PORT = PORTS[Role.OBJECT_STORE]
+MINIO_CONSOLE_PORT = 9001
+SEAWEED_MASTER_PORT = 9333
+SEAWEED_VOLUME_PORT = 8080
+SEAWEED_GRPC_OFFSET = 10000  # weed's gRPC port is its HTTP port + 10000 unless set
+# The seed's MINIO_ENDPOINT host: a load-balancing proxy beside the clients on each host.
+LB_ALIAS = f"minio-lb.{NODE_DOMAIN}"
+S3_PROXY_CONFIG = "/usr/local/etc/haproxy/haproxy.cfg"
+# Each node's liveness probe, which MinIO documents for load balancers (docs.min.io,
+# Healthcheck API: /minio/health/live); SeaweedFS's S3 gateway answers /healthz.
+HEALTH_PATH = {"minio": "/minio/health/live", "seaweedfs": "/healthz"}
+
+
+def node_name(index: int) -> str:
+    """The n-th (1-based) object-store node's name: its Docker hostname and network alias."""
+    return f"minio-{index:02d}.{NODE_DOMAIN}"
+
+
+def _minio_pool(nodes: int) -> str:
+    """`node_name(1)`…`node_name(nodes)` in MinIO's expansion notation (at most 32 nodes)."""
+    return f"http://minio-{{01...{nodes:02d}}}.{NODE_DOMAIN}:{S3_PORT}/data"
+
+
+def s3_nodes(ctx: SpecContext) -> int:
+    """How many nodes serve S3: every MinIO node; SeaweedFS's gateway runs on node 1."""
+    nodes = len(ctx.plan.placements_of(Role.OBJECT_STORE))
+    return nodes if ctx.settings.object_store_impl == "minio" else min(nodes, 1)
+
+
+def load_balanced(ctx: SpecContext) -> bool:
+    return s3_nodes(ctx) > 1
+
+
+def node_endpoints(ctx: SpecContext, from_host: str) -> tuple[Endpoint, ...]:
+    """Each node's S3 port as a container on `from_host` dials it: by name on the same
+    engine, else the node host's private IP (the balancer's backends, Prometheus' targets)."""
+    return ctx.plan.endpoints(Role.OBJECT_STORE, from_host)[: s3_nodes(ctx)]
+
+
+def s3_proxy_hosts(ctx: SpecContext) -> tuple[str, ...]:
+    """Hosts that get a balancer: every host whose containers talk S3 (API, including the
+    buckets step and backups, which run there, and workers). Locally one serves them all."""
+    if not load_balanced(ctx):
+        return ()
+    clients = tuple(h.name for h in ctx.plan.hosts if {Role.API, Role.WORKER} & set(h.roles))
+    return clients[:1] if ctx.local else clients
+
+
+def s3_proxy_name(ctx: SpecContext, host: str) -> str:
+    return f"{ctx.plan.stack}-{host}-s3-proxy-1"
+
+
+def objectstore_url(ctx: SpecContext, host: str) -> str:
+    """How containers on `host` reach the object store's S3 API: the one place this is
+    decided (app and workers, the buckets step, backups and restores run in the API
+    container). Several S3 nodes: the balancer beside them; one: that node."""
+    if load_balanced(ctx):
+        return f"http://{LB_ALIAS}:{S3_PORT}"
+    return f"http://{ctx.plan.endpoint(Role.OBJECT_STORE, host).url}"
+
+
+def objectstore_dependencies(ctx: SpecContext, host: str) -> tuple[str, ...]:
+    """What an S3 client on `host` waits for: the balancer it dials, if any."""
+    hosts = s3_proxy_hosts(ctx)
+    if not hosts:
+        return ()
+    return (s3_proxy_name(ctx, hosts[0] if ctx.local else host),)
+
+
+def s3_proxy_config(ctx: SpecContext, host: str) -> str:
+    nodes = node_endpoints(ctx, host)
+    return render(
+        "s3-proxy.cfg.j2",
+        alias=LB_ALIAS,
+        port=S3_PORT,
+        nodes=nodes,
+        # MinIO is strongly consistent on every node: the least busy serves
+        balance="leastconn",
+        health_path=HEALTH_PATH[ctx.settings.object_store_impl],
+        resolve=any(not _is_ip(n.address) for n in nodes),
+    )
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def s3_proxy_specs(ctx: SpecContext) -> list[ContainerSpec]:
+    """HAProxy beside the clients, on each client host (Kamal-style, like the API proxies):
+    no central balancer to lose, and it publishes nothing (the clients share its network)."""
+    specs = []
+    for host in s3_proxy_hosts(ctx):
+        specs.append(
+            ContainerSpec(
+                name=s3_proxy_name(ctx, host),
+                host=host,
+                role=Role.OBJECT_STORE,
+                image=ctx.settings.images.haproxy,
+                command=("haproxy", "-W", "-db", "-f", S3_PROXY_CONFIG),
+                aliases=(LB_ALIAS,),
+                uploads=(Upload(S3_PROXY_CONFIG, s3_proxy_config(ctx, host)),),
+                healthcheck=Healthcheck(("CMD", "haproxy", "-c", "-q", "-f", S3_PROXY_CONFIG)),
+            )
+        )
+    return specs
+
+
+def _published(ctx: SpecContext, host: HostPlan, *ports: int) -> tuple[Port, ...]:
+    """`ports` on the host's private IP (nothing locally: one network, no host ports)."""
+    if ctx.local:
+        return ()
+    return tuple(Port(port, port, str(host.private_ip)) for port in ports)
+
+
+def _peers(ctx: SpecContext, nodes: list[HostPlan], index: int) -> dict[str, str]:
+    """The other nodes' names → their hosts' private IPs (locally: network aliases)."""
+    if ctx.local or len(nodes) < 2:
+        return {}
+    return {node_name(i + 1): str(h.private_ip) for i, h in enumerate(nodes) if i != index}
+
+
 def objectstore_specs(ctx: SpecContext) -> list[ContainerSpec]:
     plan, settings = ctx.plan, ctx.settings
     placements = plan.placements_of(Role.OBJECT_STORE)
@@ -138,6 +281,7 @@ def objectstore_specs(ctx: SpecContext) -> list[ContainerSpec]:
         return []
     nodes = [plan.host(p.host) for p in placements]
     names = [plan.container_name(h.name, Role.OBJECT_STORE, 1) for h in nodes]
+    multi = len(nodes) > 1
     key = app_access_key(settings.object_store.access_key, settings.rotation)
     specs = []
     for index, (host, name) in enumerate(zip(nodes, names, strict=True)):
@@ -147,49 +291,51 @@ def objectstore_specs(ctx: SpecContext) -> list[ContainerSpec]:
             PasswordSync(ADD_KEY[settings.object_store_impl], f"{key} {secret(ROTATION_KEY)}\n") if index == 0 else None
         )
         mounts = (Mount(ctx.data_volume(host.name, Role.OBJECT_STORE), "/data"),)
-        ports = ctx.internal_port(host, PORTS[Role.OBJECT_STORE])
+        hostname = node_name(index + 1) if multi else None
+        aliases = (hostname,) if hostname else ()
         if settings.object_store_impl == "minio":
-            if len(nodes) > 1:
-                # MinIO expands minio-{01...N}; on Hetzner those names map to private IPs.
-                pool = f"http://{plan.stack}-minio-{{01...{len(nodes):02d}}}:9000/data"
-                extra_hosts = (
-                    {f"{plan.stack}-minio-{i + 1:02d}": str(h.private_ip) for i, h in enumerate(nodes)}
-                    if not ctx.local
-                    else {}
-                )
-            else:
-                pool, extra_hosts = "/data", {}
             spec = ContainerSpec(
                 name=name,
                 host=host.name,
                 role=Role.OBJECT_STORE,
                 image=settings.images.object_store,
-                command=("server", pool, "--console-address", ":9001"),
+                command=("server", _minio_pool(len(nodes)) if multi else "/data", "--console-address", ":9001"),
                 env={
                     "MINIO_ROOT_USER": minio_root_user(settings.object_store.access_key),
                     "MINIO_ROOT_PASSWORD": secret("objectStoreRootPassword"),
                     "MINIO_PROMETHEUS_AUTH_TYPE": "public",
                 },
-                ports=ports,
+                ports=_published(ctx, host, S3_PORT, MINIO_CONSOLE_PORT),
                 mounts=mounts,
-                extra_hosts=extra_hosts,
-                healthcheck=Healthcheck(("CMD-SHELL", "curl -fsS http://127.0.0.1:9000/minio/health/live")),
+                extra_hosts=_peers(ctx, nodes, index),
+                # MinIO images ship no curl since late 2023 (minio/minio#18371); `mc ready
+                # local` is what MinIO's own compose example checks with.
+                healthcheck=Healthcheck(("CMD", "mc", "ready", "local")),
                 stop_grace_s=30,
                 password_sync=sync,
+                hostname=hostname,
+                aliases=aliases,
             )
         else:
             # Node 1 runs master + filer + S3 gateway + a volume server; the others add
-            # volume servers. Replication 001 keeps each object on two nodes.
+            # volume servers. Replication 001 keeps each object on two nodes. Each server
+            # registers under -ip, which the master hands to the filer and the others: on
+            # real hosts the node's name (itself by its hostname, the others through
+            # extra_hosts to private IPs, where HTTP and gRPC ports are published); locally
+            # the container name, as before.
             replication = "001" if len(nodes) > 1 else "000"
+            advertised = node_name(index + 1) if multi and not ctx.local else name
+            master = node_name(1) if multi and not ctx.local else names[0]
+            volume_ports = (SEAWEED_VOLUME_PORT, SEAWEED_VOLUME_PORT + SEAWEED_GRPC_OFFSET)
             if index == 0:
                 command: tuple[str, ...] = (
                     "server",
                     "-dir=/data",
                     "-ip.bind=0.0.0.0",
-                    f"-ip={name}",
-                    "-master.port=9333",
+                    f"-ip={advertised}",
+                    f"-master.port={SEAWEED_MASTER_PORT}",
                     f"-master.defaultReplication={replication}",
-                    "-volume.port=8080",
+                    f"-volume.port={SEAWEED_VOLUME_PORT}",
                     # Explicit slots: `max=0` sizes them as free disk / 30 GB, which on a shared
                     # local disk is one slot per server, and the first collection to write (or
                     # the filer's own log) takes them all, leaving other buckets unwritable.
@@ -198,19 +344,22 @@ def objectstore_specs(ctx: SpecContext) -> list[ContainerSpec]:
                     "-filer",
                     "-filer.port=8888",
                     "-s3",
-                    "-s3.port=9000",
+                    f"-s3.port={S3_PORT}",
                     f"-s3.config={SEAWEED_S3_CONFIG}",
                 )
+                master_ports = (SEAWEED_MASTER_PORT, SEAWEED_MASTER_PORT + SEAWEED_GRPC_OFFSET)
+                ports = _published(ctx, host, S3_PORT, *((*master_ports, *volume_ports) if multi else ()))
             else:
                 command = (
                     "volume",
                     "-dir=/data",
                     "-ip.bind=0.0.0.0",
-                    f"-ip={name}",
-                    "-port=8080",
+                    f"-ip={advertised}",
+                    f"-port={SEAWEED_VOLUME_PORT}",
                     f"-max={SEAWEED_VOLUME_SLOTS}",
-                    f"-master={names[0]}:9333",
+                    f"-master={master}:{SEAWEED_MASTER_PORT}",
                 )
+                ports = _published(ctx, host, *volume_ports)
             spec = ContainerSpec(
                 name=name,
                 host=host.name,
@@ -219,9 +368,12 @@ def objectstore_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 command=command,
                 ports=ports,
                 mounts=mounts,
+                extra_hosts=_peers(ctx, nodes, index),
                 depends_on=() if index == 0 else (names[0],),
                 stop_grace_s=30,
                 password_sync=sync,
+                hostname=hostname,
+                aliases=aliases,
             )
             if index == 0:
                 # the start script seeds the keys file on a new volume, then execs weed
@@ -232,4 +384,4 @@ def objectstore_specs(ctx: SpecContext) -> list[ContainerSpec]:
                     ignore_env_changes=True,
                 )
         specs.append(spec)
-    return specs
+    return [*specs, *s3_proxy_specs(ctx)]
