@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from http import HTTPStatus
 
 import redis
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
@@ -21,6 +22,12 @@ from common.db import session_scope
 from common.models import Task, TaskState
 
 log = logging.getLogger(__name__)
+
+# Every label value comes from a fixed set: each label set is a series (in multiprocess mode
+# a file on the API's small tmpfs), so a value taken from the request as sent (any method
+# string) would let one anonymous client fill it. Routes are templates or `unmatched`.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+KNOWN_STATUSES = frozenset(str(s.value) for s in HTTPStatus)
 
 REQUEST_LATENCY = Histogram(
     "selextract_http_request_duration_seconds",
@@ -52,8 +59,14 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            template = route_template(scope)
-            REQUEST_LATENCY.labels(scope["method"], template, str(status)).observe(time.perf_counter() - started)
+            REQUEST_LATENCY.labels(*request_labels(scope, status)).observe(time.perf_counter() - started)
+
+
+def request_labels(scope: Scope, status: int) -> tuple[str, str, str]:
+    """(method, route, status) for the latency metric, each from a bounded set."""
+    method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+    code = str(status) if str(status) in KNOWN_STATUSES else "other"
+    return method, route_template(scope), code
 
 
 def route_template(scope: Scope) -> str:

@@ -31,19 +31,27 @@ def test_readiness_checks_every_dependency(client: Any) -> None:
     assert ready.json()["checks"] == {"database": "ok", "redis": "ok", "storage": "ok"}
 
 
-def test_readiness_names_the_failing_part(monkeypatch: pytest.MonkeyPatch, service_env: dict[str, str]) -> None:
+def test_readiness_names_the_failing_part(
+    monkeypatch: pytest.MonkeyPatch, service_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The public answer names the failing parts only; the cause (internal addresses, bucket
+    names) goes to the API's log."""
     from app.main import create_app
 
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")
     monkeypatch.setenv("S3_BUCKET", "no-such-bucket-here")
     reset_caches()
     try:
-        with TestClient(create_app()) as broken:
+        with TestClient(create_app()) as broken, caplog.at_level("WARNING", logger="app.api.routes.health"):
             answer = broken.get("/health/ready")
             assert answer.status_code == 503
             body = answer.json()
-            assert body["failing"] == ["redis", "storage"] and body["checks"]["database"] == "ok"
-            assert "no-such-bucket-here" in body["checks"]["storage"]
+            assert body["failing"] == ["redis", "storage"]
+            assert body["checks"] == {"database": "ok", "redis": "fail", "storage": "fail"}
+            for internal in ("127.0.0.1", ":9", "no-such-bucket-here", "Error"):
+                assert internal not in answer.text, internal
+            logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "app.api.routes.health")
+            assert "redis" in logged and "127.0.0.1" in logged and "no-such-bucket-here" in logged
             assert broken.get("/health").status_code == 200
     finally:
         monkeypatch.undo()
