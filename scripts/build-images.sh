@@ -14,7 +14,7 @@
 #   --jobs N          build up to N images at once (default 3)
 #   IMAGE             base python postgres redis haproxy nginx prometheus
 #                     alertmanager node-exporter postgres-exporter redis-exporter
-#                     testsite seaweedfs certbot
+#                     testsite seaweedfs certbot registry
 # Environment: SELEXTRACT_CACHE (default ~/.cache/selextract), DEBIAN_MIRROR.
 # Build logs: $SELEXTRACT_CACHE/images/logs/<image>.log
 set -euo pipefail
@@ -35,11 +35,11 @@ SOURCE_LABEL=org.opencontainers.image.source=selextract
 HASH_LABEL=selextract.context-hash
 
 ALL=(base python postgres redis haproxy nginx prometheus alertmanager
-     node-exporter postgres-exporter redis-exporter testsite seaweedfs certbot)
+     node-exporter postgres-exporter redis-exporter testsite seaweedfs certbot registry)
 declare -A TAG=(
   [base]=bookworm [python]=3.11 [postgres]=15 [redis]=7 [haproxy]=2.6 [nginx]=1.22
   [prometheus]=2 [alertmanager]=0.25 [node-exporter]=1 [postgres-exporter]=0
-  [redis-exporter]=1 [testsite]=1 [seaweedfs]=3 [certbot]=2
+  [redis-exporter]=1 [testsite]=1 [seaweedfs]=3 [certbot]=2 [registry]=2
 )
 # Debian packages each image needs; an image is skipped if Debian lacks one.
 declare -A DEBS=(
@@ -48,6 +48,7 @@ declare -A DEBS=(
   [alertmanager]=prometheus-alertmanager [node-exporter]=prometheus-node-exporter
   [postgres-exporter]=prometheus-postgres-exporter
   [redis-exporter]=prometheus-redis-exporter [testsite]=python3 [certbot]=certbot
+  [registry]="docker-registry wget"
 )
 
 log() { echo "[images] $*"; }
@@ -514,6 +515,30 @@ EOF
     py=(docker run --rm -v "$d:/v:ro" --network "$NETWORK" "$(ref python)" python /v/s3check.py "http://$c:8333")
   fi
   check "S3 (boto3 via $hp): create bucket, put, get, list; wrong secret refused" wait_for 60 "${py[@]}"
+}
+
+verify_registry() {
+  local d c hp
+  d=$(mkscratch)
+  # login verify / sx-verify-pw (bcrypt, cost 10), as infra/specs/registry.py configures it
+  echo 'verify:$2b$10$24IxL9XsfiXQBgPp.Nx2BOyV0ZlWkKSyTqDEmN9fh0PTFzcT2fYqq' >"$d/htpasswd"
+  chmod 644 "$d/htpasswd"
+  c=$(start reg -p 127.0.0.1::5000 -v "$d/htpasswd:/auth/htpasswd:ro" -e REGISTRY_AUTH=htpasswd \
+      -e REGISTRY_AUTH_HTPASSWD_REALM=verify -e REGISTRY_AUTH_HTPASSWD_PATH=/auth/htpasswd "$(ref registry)")
+  hp=$(hostport "$c" 5000)
+  check "/ on $hp (the health check, wget inside)" wait_for 30 docker exec "$c" wget -q -O /dev/null http://127.0.0.1:5000/
+  check "/v2/ without a login -> 401" [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$hp/v2/")" = 401 ]
+  check "/v2/ with the login" http_get -u verify:sx-verify-pw "http://$hp/v2/"
+  check "docker login, push and pull through $hp" registry_round_trip "$hp" "$d/docker"
+  check "registry runs as non-root" [ "$(proc_user "$c")" != root ]
+}
+
+# push the base image to the registry at $1 and pull it back (the Docker CLI config in $2)
+registry_round_trip() {
+  local img=$1/verify/base:bookworm
+  printf '%s' sx-verify-pw | docker --config "$2" login -u verify --password-stdin "$1" &&
+    docker tag "$(ref base)" "$img" && docker --config "$2" push "$img" && docker image rm "$img" &&
+    docker --config "$2" pull "$img" && docker image rm "$img"
 }
 
 write_s3_check() {
