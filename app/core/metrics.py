@@ -74,7 +74,8 @@ def route_template(scope: Scope) -> str:
 
     FastAPI leaves the *original* route in the scope, whose path lacks the prefixes of the
     routers it was included into; those prefixes are literal, so recover them from the
-    request path."""
+    request path. The recovered prefix is always part of a literal router prefix, so the
+    set of labels stays fixed (no router here has a path parameter in its prefix)."""
     route = scope.get("route")
     regex = getattr(route, "path_regex", None)
     template = getattr(route, "path_format", None)
