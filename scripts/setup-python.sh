@@ -19,11 +19,16 @@ if ! [ -x "$UV" ] || [ "$("$UV" --version 2>/dev/null | awk '{print $2}')" != "$
   echo "[python] installing uv $UV_VERSION into $uv_venv"
   rm -rf "$uv_venv"
   "$py" -m venv "$uv_venv"
-  "$uv_venv/bin/python" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
+  # the platform's CA store (a machine behind a TLS-inspecting proxy has its CA only there)
+  cert=()
+  [ -z "${PIP_CERT:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ] && cert=(--cert /etc/ssl/certs/ca-certificates.crt)
+  "$uv_venv/bin/python" -m pip install -q --disable-pip-version-check "${cert[@]}" "uv==$UV_VERSION"
 fi
 # The project's Python is the system's 3.11 (pyproject: >=3.11,<3.12); uv must not
 # download one, and its cache stays with the project's other caches.
 export UV_CACHE_DIR=${UV_CACHE_DIR:-$SELEXTRACT_CACHE/uv/cache}
 export UV_PYTHON_DOWNLOADS=never
+# TLS trust from the platform's store, as pip and curl have it, not uv's bundled roots
+export UV_SYSTEM_CERTS=1
 "$UV" sync --frozen --all-extras -q
 echo "[python] .venv ready ($(.venv/bin/python --version), uv $UV_VERSION)"

@@ -33,9 +33,10 @@ def _copy_tracked_tree(dest: Path) -> None:
 
 
 def _bare_env(home: Path, cache: Path) -> dict[str, str]:
+    """Nothing from the calling shell: no SSL_CERT_FILE/PIP_CERT a developer's profile
+    sets (a set-up that needs them fails for a newcomer), only the machine's proxy if any."""
     env = {"HOME": str(home), "PATH": BARE_PATH, "SELEXTRACT_CACHE": str(cache), "LANG": "C.UTF-8"}
-    # the machine's network settings (index mirror, CA bundle), not tools
-    for key in ("PIP_INDEX_URL", "PIP_CERT", "UV_INDEX_URL", "SSL_CERT_FILE", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"):
+    for key in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"):
         if key in os.environ:
             env[key] = os.environ[key]
     return env
