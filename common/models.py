@@ -99,6 +99,8 @@ class User(Base):
     plan_expires_at: Mapped[datetime | None]
     subscription_id: Mapped[str | None] = mapped_column(String(64))
     subscription_status: Mapped[str | None] = mapped_column(String(32))
+    # when Lemon Squeezy created the current subscription: only a newer one may replace it
+    subscription_created_at: Mapped[datetime | None]
     webhook_secret: Mapped[str] = mapped_column(String(64))
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -2,22 +2,33 @@
 
 Every event is stored under its id (or the digest of its body when it carries none), so a
 redelivered event changes nothing the second time.
+
+An event finds its account by, in order: the checkout's custom data signed by this server
+for the signed-in account (`checkout_url`), the account already holding the subscription,
+the checkout e-mail. The plan follows the account's current subscription only: an event
+for another subscription changes nothing, unless it is a newer one from a signed-in
+checkout, or the account pays nothing (no live subscription, default plan). So an old
+subscription's end cannot drop a paying account, and a checkout that merely types someone's
+e-mail cannot change their plan.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.schemas.account import BillingEventResult
-from common.accounting import default_plan
+from common.accounting import default_plan, effective_plan
 from common.config import Settings
 from common.models import Plan, User, WebhookEvent
 
@@ -38,6 +49,31 @@ SUBSCRIPTION_EVENTS = {
 
 class BadEvent(ValueError):
     """The body is not a Lemon Squeezy event."""
+
+
+def checkout_signature(settings: Settings, user_id: uuid.UUID | str) -> str:
+    """HMAC of the account id with SECRET_KEY: only this server can tie a checkout to an
+    account, so the webhook can trust the `user_id` the checkout carries back."""
+    key = settings.require_secret_key().encode()
+    return hmac.new(key, f"lemonsqueezy-checkout:{user_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def checkout_custom_data(settings: Settings, user_id: uuid.UUID | str) -> dict[str, str]:
+    """The custom fields a signed-in checkout passes through to every subscription event."""
+    return {"user_id": str(user_id), "user_sig": checkout_signature(settings, user_id)}
+
+
+def checkout_url(settings: Settings, user: User, url: str) -> str:
+    """A plan's checkout link for the signed-in `user` (shown in the console)."""
+    fields = {f"checkout[custom][{k}]": v for k, v in checkout_custom_data(settings, user.id).items()}
+    query = urlencode({**fields, "checkout[email]": user.email})
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
+@dataclass(frozen=True)
+class _Match:
+    user: User
+    signed: bool  # found through custom data this server signed for the account
 
 
 def event_identity(payload: dict[str, Any], raw: bytes) -> tuple[str, str]:
@@ -75,11 +111,22 @@ def _subscription(session: Session, settings: Settings, event_name: str, payload
     attrs = data.get("attributes") if isinstance(data, dict) else None
     if not isinstance(data, dict) or not isinstance(attrs, dict):
         raise BadEvent("subscription event without data.attributes")
-    user = _find_user(session, payload, attrs)
-    if user is None:
-        return BillingEventResult(status="ignored", detail="no account matches the event's user_id or user_email")
+    subscription_id = str(data.get("id") or "")[:64]
+    if not subscription_id:
+        raise BadEvent("subscription event without data.id")
+    match = _find_user(session, settings, payload, attrs, subscription_id)
+    if match is None:
+        return BillingEventResult(
+            status="ignored",
+            detail="no account matches the event (signed checkout data, subscription id or user_email)",
+        )
+    user = match.user
     status = str(attrs.get("status") or "")
-    if event_name == "subscription_expired" or status in ENDED_STATUSES:
+    ended = event_name == "subscription_expired" or status in ENDED_STATUSES
+    refusal = _refusal(session, match, subscription_id, ended, _parse_time(attrs.get("created_at")))
+    if refusal is not None:
+        return BillingEventResult(status="ignored", detail=refusal)
+    if ended:
         plan, expires = default_plan(session), None
     else:
         plan_or_none = _plan_for(session, settings, attrs)
@@ -97,26 +144,73 @@ def _subscription(session: Session, settings: Settings, event_name: str, payload
             return BillingEventResult(status="ignored", detail=f"subscription status {status!r} changes nothing")
         if status == "paused":
             plan = default_plan(session)
+    if user.subscription_id != subscription_id or user.subscription_created_at is None:
+        user.subscription_created_at = _parse_time(attrs.get("created_at"))
     user.plan_id = plan.id
     user.plan_expires_at = expires
-    user.subscription_id = str(data.get("id") or "")[:64] or None
+    user.subscription_id = subscription_id
     user.subscription_status = status[:32] or None
     until = f" until {expires:%Y-%m-%d %H:%M} UTC" if expires else ""
     return BillingEventResult(status="processed", detail=f"{user.email} is on {plan.name}{until}")
 
 
-def _find_user(session: Session, payload: dict[str, Any], attrs: dict[str, Any]) -> User | None:
+def _refusal(
+    session: Session, match: _Match, subscription_id: str, ended: bool, created: datetime | None
+) -> str | None:
+    """Why an event for `subscription_id` may not change the account's plan (None: it may)."""
+    user, current = match.user, match.user.subscription_id
+    if current == subscription_id:
+        return None
+    if ended:
+        return (
+            f"subscription {subscription_id} is not the account's current one ({current or 'none'}); "
+            "its end changes nothing"
+        )
+    if match.signed:
+        if not _has_live_subscription(user):
+            return None
+        known = user.subscription_created_at
+        if created is not None and (known is None or created > known):
+            return None
+        return f"subscription {subscription_id} is not newer than the account's current one ({current})"
+    if not _has_live_subscription(user) and effective_plan(session, user).id == default_plan(session).id:
+        return None
+    return (
+        f"the account with this e-mail has a paid plan (subscription {current or 'none'}); a checkout matched only "
+        "by e-mail does not change it: buy through the console's link while signed in"
+    )
+
+
+def _has_live_subscription(user: User) -> bool:
+    """A subscription that has neither ended nor run out its cancelled period (paused counts)."""
+    if user.subscription_id is None or (user.subscription_status or "") in ENDED_STATUSES:
+        return False
+    return user.plan_expires_at is None or user.plan_expires_at > datetime.now(UTC)
+
+
+def _find_user(
+    session: Session, settings: Settings, payload: dict[str, Any], attrs: dict[str, Any], subscription_id: str
+) -> _Match | None:
     custom = payload.get("meta", {}).get("custom_data")
-    if isinstance(custom, dict) and custom.get("user_id"):
-        try:
-            user = session.get(User, uuid.UUID(str(custom["user_id"])))
-        except ValueError:
-            user = None
-        if user is not None:
-            return user
+    if isinstance(custom, dict) and isinstance(custom.get("user_id"), str) and isinstance(custom.get("user_sig"), str):
+        expected = checkout_signature(settings, custom["user_id"])
+        # bytes: compare_digest refuses non-ASCII str, and the buyer can put anything there
+        if hmac.compare_digest(expected.encode(), custom["user_sig"].encode()):
+            try:
+                user = session.get(User, uuid.UUID(custom["user_id"]))
+            except ValueError:
+                user = None
+            if user is not None:
+                return _Match(user, signed=True)
+        else:
+            log.warning("lemonsqueezy: custom data for %r has a wrong signature", custom["user_id"][:64])
+    holder = session.scalar(select(User).where(User.subscription_id == subscription_id))
+    if holder is not None:
+        return _Match(holder, signed=False)
     email = attrs.get("user_email")
     if isinstance(email, str) and email:
-        return session.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
+        user = session.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
+        return _Match(user, signed=False) if user is not None else None
     return None
 
 

@@ -48,6 +48,19 @@ def _safe_next(target: str | None) -> str:
     return "/console"
 
 
+def _unverified_email(claims: dict[str, Any]) -> str | None:
+    """Why the provider's e-mail cannot be trusted, or None. Accounts (and paid plans) are
+    keyed on the e-mail, so only an address the provider says it verified signs in; a
+    missing `email_verified` claim is refused like a false one."""
+    verified = claims.get("email_verified")
+    if verified is True or (isinstance(verified, str) and verified.lower() == "true"):
+        return None
+    email = str(claims.get("email") or "the e-mail address")
+    if verified is None:
+        return f"the identity provider did not say that {email} is verified (no email_verified claim)"
+    return f"{email} is not verified with the identity provider"
+
+
 @router.get("/auth/login")
 async def login(request: Request, next: str | None = None) -> Response:
     settings = get_settings()
@@ -71,6 +84,9 @@ async def callback(request: Request) -> Response:
     except OAuthError as exc:
         return render(request, "error.html", {"message": f"Sign-in failed: {exc.description or exc.error}"}, 400)
     claims = dict(token.get("userinfo") or {})
+    unverified = _unverified_email(claims)
+    if unverified is not None:
+        return render(request, "error.html", {"message": f"Sign-in refused: {unverified}"}, 403)
 
     def store() -> str:
         with session_scope(settings) as session:

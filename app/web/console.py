@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
@@ -16,7 +15,7 @@ from sqlalchemy.orm import Session
 from app.api.deps import SessionDep, get_db
 from app.api.routes.account import account_view
 from app.core.security import csrf_ok
-from app.crud import api_keys
+from app.crud import api_keys, billing
 from app.crud import tasks as crud
 from app.crud.users import get_active_user
 from app.schemas.tasks import TaskCreate
@@ -239,8 +238,7 @@ def revoke_key(key_id: uuid.UUID, session: SessionDep, user: ConsoleUser, form: 
 @router.get("/console/account")
 def account_page(request: Request, session: SessionDep, user: ConsoleUser) -> Response:
     settings = get_settings()
-    query = urlencode({"checkout[custom][user_id]": str(user.id), "checkout[email]": user.email})
     upgrades = {
-        plan: f"{url}{'&' if '?' in url else '?'}{query}" for plan, url in settings.lemonsqueezy_checkout_urls.items()
+        plan: billing.checkout_url(settings, user, url) for plan, url in settings.lemonsqueezy_checkout_urls.items()
     }
     return render(request, "account.html", {"user": user, "account": account_view(session, user), "upgrades": upgrades})

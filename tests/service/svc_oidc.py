@@ -76,6 +76,7 @@ class FakeIssuer:
         }
         if nonce:
             payload["nonce"] = nonce
+        payload = {k: v for k, v in payload.items() if v is not None}  # a claim given as None is left out
         return jwt.encode({"alg": "RS256", "kid": "test-key"}, payload, self.key)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

@@ -49,6 +49,16 @@ def test_unverified_email_is_refused(client: Any, issuer: FakeIssuer) -> None:
     assert done.status_code == 403 and "not verified" in done.text
 
 
+def test_missing_email_verified_claim_is_refused(client: Any, issuer: FakeIssuer) -> None:
+    """An issuer that does not vouch for the address (no claim at all) signs no one in: the
+    account would otherwise belong to whoever typed that e-mail at the provider."""
+    done = sign_in(client, issuer, "oscar@example.com", email_verified=None)  # None: claim left out
+    assert done.status_code == 403 and "email_verified" in done.text, done.text
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(User).where(User.email == "oscar@example.com")) == 0
+    assert sign_in(client, issuer, "oscar@example.com", email_verified="true").status_code == 303
+
+
 def test_callback_with_forged_state_is_refused(client: Any, issuer: FakeIssuer) -> None:
     issuer.sign_in_as("frank@example.com")
     login = client.get("/auth/login", follow_redirects=False)

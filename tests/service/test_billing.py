@@ -5,26 +5,50 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from sqlalchemy import func, select
-from svc_helpers import LS_SECRET, Account, make_account
+from svc_helpers import LS_SECRET, Account, make_account, sign_in
 
 from common.db import session_scope
 from common.models import User, WebhookEvent
 
+RUN = uuid.uuid4().hex[:8]  # named subscriptions are unique to this run (the database is shared)
+
+
+def signed_custom(account: Account) -> dict[str, str]:
+    """What a checkout link from the console carries for the signed-in account."""
+    from app.crud.billing import checkout_custom_data
+    from common.config import get_settings
+
+    return checkout_custom_data(get_settings(), account.user_id)
+
 
 def event(
-    name: str, account: Account, variant: int | str = 1001, status: str = "active", **attrs: Any
+    name: str,
+    account: Account,
+    variant: int | str = 1001,
+    status: str = "active",
+    subscription: str | None = None,
+    custom: dict[str, str] | None = None,
+    **attrs: Any,
 ) -> dict[str, Any]:
     return {
-        "meta": {"event_name": name, "event_id": str(uuid.uuid4()), "custom_data": {"user_id": str(account.user_id)}},
+        "meta": {
+            "event_name": name,
+            "event_id": str(uuid.uuid4()),
+            "custom_data": signed_custom(account) if custom is None else custom,
+        },
         "data": {
             "type": "subscriptions",
-            "id": "sub-42",
+            "id": subscription or f"sub-{account.user_id.hex[:12]}",  # one per account unless named
             "attributes": {"variant_id": variant, "status": status, "user_email": account.email, **attrs},
         },
     }
@@ -114,3 +138,111 @@ def test_odd_events_are_answered_clearly(client: Any) -> None:
     raw = json.dumps(anonymous).encode()
     assert send(client, raw).json()["status"] == "processed"
     assert send(client, raw).json()["status"] == "duplicate"
+
+
+def at(days_ago: float) -> str:
+    return (datetime.now(UTC) - timedelta(days=days_ago)).isoformat()
+
+
+def test_an_old_subscription_ending_leaves_the_current_one_alone(client: Any) -> None:
+    account = make_account(plan="free")
+    old = event("subscription_created", account, variant=1001, subscription=f"sub-old-{RUN}", created_at=at(40))
+    assert send(client, old).json()["status"] == "processed"
+    new = event("subscription_created", account, variant=1002, subscription=f"sub-new-{RUN}", created_at=at(1))
+    assert send(client, new).json()["status"] == "processed"  # a newer signed-in checkout replaces it
+    assert plan_of(client, account)["plan"]["name"] == "professional"
+
+    expired = send(client, event("subscription_expired", account, subscription=f"sub-old-{RUN}", status="expired"))
+    assert expired.json()["status"] == "ignored" and f"sub-old-{RUN}" in expired.json()["detail"]
+    late = event("subscription_updated", account, variant=1001, subscription=f"sub-old-{RUN}", created_at=at(40))
+    assert send(client, late).json()["status"] == "ignored"  # out of order: older than sub-new
+    me = plan_of(client, account)
+    assert me["plan"]["name"] == "professional" and me["subscription_status"] == "active"
+    with session_scope() as session:
+        user = session.get(User, account.user_id)
+        assert user is not None and user.subscription_id == f"sub-new-{RUN}"
+
+    send(client, event("subscription_expired", account, subscription=f"sub-new-{RUN}", status="expired"))
+    assert plan_of(client, account)["plan"]["name"] == "free"  # its own subscription still ends it
+
+
+def test_a_checkout_matched_by_email_never_changes_a_paying_account(client: Any) -> None:
+    victim = make_account(plan="free")
+    paid = event("subscription_created", victim, variant=1002, subscription=f"sub-victim-{RUN}", created_at=at(5))
+    assert send(client, paid).json()["status"] == "processed"
+    # someone buys the cheap plan typing the victim's e-mail, with or without a forged user_id
+    for custom in (
+        {},
+        {"user_id": str(victim.user_id)},
+        {"user_id": str(victim.user_id), "user_sig": "0" * 64},
+        {"user_id": str(victim.user_id), "user_sig": "é"},
+    ):
+        cheap = event("subscription_created", victim, variant=1001, subscription=f"sub-attacker-{RUN}", custom=custom)
+        answer = send(client, cheap).json()
+        assert answer["status"] == "ignored" and "e-mail" in answer["detail"], answer
+        assert (
+            send(
+                client,
+                {
+                    **cheap,
+                    "meta": {**cheap["meta"], "event_name": "subscription_expired", "event_id": str(uuid.uuid4())},
+                },
+            ).json()["status"]
+            == "ignored"
+        )
+    assert plan_of(client, victim)["plan"]["name"] == "professional"
+
+    # a plan given without a subscription is paying too
+    granted = make_account(plan="professional")
+    cheap = event("subscription_created", granted, variant=1001, subscription=f"sub-x-{RUN}", custom={})
+    assert send(client, cheap).json()["status"] == "ignored"
+    ended = event("subscription_expired", granted, subscription=f"sub-x-{RUN}", status="expired", custom={})
+    assert send(client, ended).json()["status"] == "ignored"
+    assert plan_of(client, granted)["plan"]["name"] == "professional"
+
+
+def test_a_signature_for_another_account_does_not_carry_over(client: Any) -> None:
+    mallory, victim = make_account(plan="free"), make_account(plan="professional")
+    stolen = {**signed_custom(mallory), "user_id": str(victim.user_id)}  # Mallory's signature, victim's id
+    answer = send(
+        client, event("subscription_created", victim, variant=1001, subscription=f"sub-m-{RUN}", custom=stolen)
+    )
+    assert answer.json()["status"] == "ignored"
+    assert plan_of(client, victim)["plan"]["name"] == "professional"
+    assert plan_of(client, mallory)["plan"]["name"] == "free"
+
+
+def test_console_checkout_links_carry_the_signed_in_account(
+    client: Any, issuer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from common.config import get_settings
+
+    monkeypatch.setenv("LEMONSQUEEZY_CHECKOUT_URLS", "professional=https://shop.example/checkout/buy/abc?embed=1")
+    get_settings.cache_clear()
+    try:
+        assert sign_in(client, issuer, "buyer@example.com").status_code == 303
+        page = client.get("/console/account")
+        assert page.status_code == 200
+        link = html.unescape(re.search(r'href="(https://shop\.example/[^"]+)"', page.text).group(1))
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    query = parse_qs(urlsplit(link).query)
+    assert query["embed"] == ["1"] and query["checkout[email]"] == ["buyer@example.com"]
+    custom = {k[len("checkout[custom][") : -1]: v[0] for k, v in query.items() if k.startswith("checkout[custom][")}
+    with session_scope() as session:
+        user = session.scalar(select(User).where(User.email == "buyer@example.com"))
+        assert user is not None and custom["user_id"] == str(user.id)
+        buyer = Account(user.id, "someone-else@example.com", "")  # the e-mail typed at checkout may differ
+    assert set(custom) == {"user_id", "user_sig"}
+    unsigned = event(
+        "subscription_created", buyer, variant=1002, subscription=f"sub-u-{RUN}", custom=custom | {"user_sig": ""}
+    )
+    assert send(client, unsigned).json()["status"] == "ignored"  # the id alone names no account
+    answer = send(
+        client, event("subscription_created", buyer, variant=1002, subscription=f"sub-b-{RUN}", custom=custom)
+    )
+    assert answer.json()["status"] == "processed", answer.json()
+    with session_scope() as session:
+        user = session.get(User, buyer.user_id)
+        assert user is not None and user.plan.name == "professional" and user.subscription_id == f"sub-b-{RUN}"
