@@ -3,6 +3,11 @@ per URL when it is accepted and refunded for URLs that did not succeed.
 
 The ledger has at most one charge and one refund per task (unique constraint), so a
 retried worker, a redelivered message or a double click cannot charge twice.
+
+Refunds for URLs that were fetched without success stop at a daily budget per account
+(``refund_budget``): otherwise failing URLs cost nothing and an account could probe any
+number of hosts for free. URLs never fetched (a cancel before their turn) are always given
+back.
 """
 
 from __future__ import annotations
@@ -10,13 +15,17 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, and_, cast, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from common.config import get_settings
-from common.models import CreditBalance, LedgerKind, Plan, Task, UsageEntry, User
+from common.models import CreditBalance, LedgerKind, Plan, Task, TaskUrl, UrlState, UsageEntry, User
+
+# pg_advisory_xact_lock(class, key) namespace of the per-account refund lock
+REFUND_LOCK_CLASS = 0x5E1E
 
 
 def period_of(moment: datetime | None = None) -> str:
@@ -122,11 +131,58 @@ def charge_within(session: Session, task: Task, included: int) -> bool:
     return used is not None and used <= included
 
 
+def refund_budget(plan: Plan) -> int:
+    """Credits a day an account gets back for URLs fetched without success: REFUND_BUDGET_PER_DAY
+    or a tenth of the plan's monthly credits, whichever is larger."""
+    return max(get_settings().refund_budget_per_day, plan.monthly_credits // 10)
+
+
+def _never_fetched(task_id: Any) -> Any:
+    """Scalar subquery: the task's URLs still pending that no run has tried (always refunded)."""
+    return (
+        select(func.count())
+        .select_from(TaskUrl)
+        .where(TaskUrl.task_id == task_id, TaskUrl.state == UrlState.pending, TaskUrl.attempts == 0)
+        .scalar_subquery()
+    )
+
+
+def _budget_used_today(session: Session, user_id: uuid.UUID) -> int:
+    """Credits refunded today (UTC) for URLs that were tried: each refund minus its task's
+    never-fetched URLs (a deleted task's whole refund counts)."""
+    tried = func.greatest(0, UsageEntry.credits - func.coalesce(_never_fetched(UsageEntry.task_id), 0))
+    used = session.scalar(
+        select(func.coalesce(func.sum(tried), 0)).where(
+            and_(
+                UsageEntry.user_id == user_id,
+                UsageEntry.kind == LedgerKind.refund,
+                UsageEntry.created_at >= func.date_trunc("day", func.now(), "UTC"),
+            )
+        )
+    )
+    return int(used or 0)
+
+
 def refund(session: Session, task: Task, credits: int, note: str) -> bool:
+    """Give back ``credits`` of a task that ended (once per task). Call it once the task's URLs
+    are final: those tried without success draw on the account's daily budget, taken under a
+    per-account lock held until the commit, so concurrent refunds cannot overdraw it."""
     if credits <= 0:
         return False
-    if _record(session, task, LedgerKind.refund, credits, note):
-        task.credits_charged = max(0, task.credits_charged - credits)
+    unfetched = int(session.scalar(select(_never_fetched(task.id))) or 0)
+    tried = max(0, credits - unfetched)
+    withheld = 0
+    if tried:
+        key = cast(task.user_id.int % 2**31, Integer)
+        session.execute(select(func.pg_advisory_xact_lock(cast(REFUND_LOCK_CLASS, Integer), key)))
+        user = session.get_one(User, task.user_id)
+        budget = refund_budget(effective_plan(session, user))
+        withheld = max(0, tried - max(0, budget - _budget_used_today(session, task.user_id)))
+        if withheld:
+            note = f"{note}; {withheld} not refunded (over the daily refund budget of {budget} credits)"
+    given = credits - withheld
+    if _record(session, task, LedgerKind.refund, given, note):
+        task.credits_charged = max(0, task.credits_charged - given)
         return True
     return False
 

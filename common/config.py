@@ -104,12 +104,23 @@ class Settings(BaseSettings):
         default_factory=dict, description="plan=checkout URL pairs shown in the console"
     )
     max_urls_per_task: int = Field(default=100, ge=1)
+    refund_budget_per_day: int = Field(
+        default=100,
+        ge=0,
+        description="Credits per account and UTC day refunded for URLs fetched without success "
+        "(at least a tenth of the plan's monthly credits); beyond it failures cost their credit",
+    )
 
     # --- scraper ------------------------------------------------------------------------
     proxy_list: SecretStr | None = Field(
         default=None, description="Webshare-style list: host:port:user:pass or URLs, one per line/comma"
     )
     renderer_url: str | None = None
+    renderer_egress_guarded: bool = Field(
+        default=False,
+        description="Set only when the renderer can reach nothing but the public internet (its own "
+        "requests are outside the SSRF guard); render_js is refused until then",
+    )
     scraper_allowed_networks: Annotated[list[IPNetwork], NoDecode] = []
     scraper_user_agent: str = "SelextractBot/1.0 (+https://selextract.com/bot)"
     scraper_concurrency: int = Field(default=8, ge=1, description="Parallel fetches inside one task")
@@ -120,7 +131,12 @@ class Settings(BaseSettings):
     scraper_default_timeout: float = Field(default=30.0, gt=0)
     scraper_retry_backoff: float = Field(default=5.0, ge=0, description="Base seconds of exponential backoff")
     scraper_retry_backoff_max: float = Field(default=300.0, ge=0)
-    robots_cache_seconds: int = 3600
+    robots_cache_seconds: int = Field(default=3600, ge=1)
+    robots_redis_budget_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=0,
+        description="robots.txt bytes admitted to Redis per ROBOTS_CACHE_SECONDS window (live: at most twice this)",
+    )
 
     # --- worker -------------------------------------------------------------------------
     worker_concurrency: int = Field(default=2, ge=1)
@@ -208,6 +224,11 @@ class Settings(BaseSettings):
     @property
     def proxies_configured(self) -> bool:
         return bool(self.proxy_list and self.proxy_list.get_secret_value().strip())
+
+    @property
+    def renderer_available(self) -> bool:
+        """render_js is offered only with a renderer whose own traffic cannot reach inside."""
+        return bool(self.renderer_url) and self.renderer_egress_guarded
 
     @property
     def secure_cookies(self) -> bool:

@@ -15,10 +15,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Said when render_js is refused: a browser's own requests cannot be checked from here.
+RENDERER_UNGUARDED = (
+    "render_js is not available: the renderer's own requests (redirects, subresources, page scripts) "
+    "would bypass the SSRF guard; the operator must limit its egress to the public internet and set "
+    "RENDERER_EGRESS_GUARDED=true"
+)
 
 
 class ForbiddenTarget(ValueError):
@@ -125,6 +134,43 @@ class NetworkPolicy:
         parts = urlsplit(url)
         assert parts.hostname is not None
         self.resolve(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+
+
+def has_userinfo(url: str) -> bool:
+    """Whether the URL carries ``user[:password]@`` (credentials that must not be logged or keyed)."""
+    return "@" in urlsplit(url).netloc
+
+
+def strip_userinfo(url: str) -> str:
+    """The URL without ``user[:password]@``; everything else as written."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host:port``: the unit robots.txt applies to (RFC 9309) and what caches key on.
+
+    One site has one origin however its URLs are spelled: no user info, the host lower-cased,
+    IDNA-encoded and without a trailing dot, literal IPs in canonical form (``0x7f.1`` is
+    ``127.0.0.1``), the default port written out. Raises ForbiddenTarget for URLs httpx cannot
+    parse."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ForbiddenTarget(f"not a valid URL: {exc}") from None
+    scheme = parsed.scheme.lower()
+    host = parsed.raw_host.decode("ascii").lower().rstrip(".")
+    if not host:
+        raise ForbiddenTarget("the URL has no host")
+    literal = _literal_ip(host)
+    if literal is not None:
+        host = str(_normalize(literal))
+    if ":" in host:
+        host = f"[{host}]"
+    port = parsed.port or {"http": 80, "https": 443}.get(scheme, 0)
+    return f"{scheme}://{host}:{port}"
 
 
 def _literal_ip(host: str) -> IPAddress | None:

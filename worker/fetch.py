@@ -15,6 +15,8 @@ import socket
 import threading
 import time
 import uuid
+import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,14 +30,23 @@ from protego import Protego
 from w3lib.encoding import html_to_unicode
 
 from common.config import Settings
-from common.netpolicy import ForbiddenTarget, NetworkPolicy
+from common.netpolicy import RENDERER_UNGUARDED, ForbiddenTarget, NetworkPolicy, has_userinfo, origin_of, strip_userinfo
 from worker.metrics import observe_fetch
 
 log = logging.getLogger(__name__)
 
 REDIRECTS = {301, 302, 303, 307, 308}
 TEXTUAL = ("text/", "html", "xml", "json", "javascript")
-ROBOTS_MAX_BYTES = 512 * 1024
+# RFC 9309 2.5: crawlers parse at least the first 500 KiB of a robots.txt; the rest is ignored.
+ROBOTS_MAX_BYTES = 500 * 1024
+ROBOTS_KEY = "selextract:robots:v2:"
+ROBOTS_BUDGET_KEY = "selextract:robots:budget:"
+# Redis bytes counted per entry on top of key and value (allocator rounding, dict entry, expiry)
+ROBOTS_ENTRY_OVERHEAD = 128
+# a parsed robots.txt (Protego) holds about 8 times its text in memory (measured on 500 KiB)
+ROBOTS_PARSED_FACTOR = 8
+# no robots.txt entry is added while Redis uses more than this share of its maxmemory
+ROBOTS_REDIS_SHARE = 0.5
 
 
 class FetchError(Exception):
@@ -244,8 +255,72 @@ class DomainLimiter:
 # --- robots.txt ---------------------------------------------------------------------------
 
 
+_STORE_ROBOTS = """
+local t = redis.call('TIME')
+local window = tonumber(ARGV[4])
+local bucket = ARGV[5] .. math.floor(tonumber(t[1]) / window)
+local cost = tonumber(ARGV[2])
+if tonumber(redis.call('GET', bucket) or '0') + cost > tonumber(ARGV[3]) then return 0 end
+if not redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[6]), 'NX') then return 0 end
+redis.call('INCRBY', bucket, cost)
+redis.call('EXPIRE', bucket, 2 * window)
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class RobotsEntry:
+    """One origin's robots.txt as a worker uses it: parsed once, kept until ``expires``."""
+
+    expires: float
+    kind: str  # rules | allow_all | unreachable
+    detail: str  # why it is unreachable
+    rules: Protego | None
+    blob: bytes  # the shared record, to keep the parser when a refresh finds it unchanged
+    cost: int  # estimated bytes in this process
+
+
+class LocalRobots:
+    """The in-process robots.txt entries: least recently used first out, bounded in count and
+    in estimated bytes, so no number of origins grows a worker without limit."""
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[str, RobotsEntry] = OrderedDict()
+
+    def get(self, origin: str) -> RobotsEntry | None:
+        entry = self._entries.get(origin)
+        if entry is not None:
+            self._entries.move_to_end(origin)
+        return entry
+
+    def put(self, origin: str, entry: RobotsEntry) -> None:
+        old = self._entries.pop(origin, None)
+        if old is not None:
+            self.bytes -= old.cost
+        if entry.cost > self.max_bytes:
+            return  # larger than the whole cache: used once, not kept
+        self._entries[origin] = entry
+        self.bytes += entry.cost
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            _origin, evicted = self._entries.popitem(last=False)
+            self.bytes -= evicted.cost
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class RobotsCache:
-    """robots.txt per origin, cached in Redis so workers fetch it once per hour, not per page."""
+    """robots.txt per origin (scheme, host, port), shared by the workers through Redis so a site
+    is asked once per ``ttl``, and kept parsed in-process for ``local_ttl``.
+
+    Neither copy can grow without bound: a record is at most 500 KiB of text, stored
+    compressed; Redis admits at most ``budget_bytes`` of records per ``ttl`` window (each lives
+    at most ``ttl``, so all live records take at most twice that) and none while Redis is more
+    than half full, since it is also the task queue; past either limit a record stays in the
+    process only. The process keeps at most ``local_entries`` records and ``local_bytes``."""
 
     def __init__(
         self,
@@ -254,76 +329,108 @@ class RobotsCache:
         ttl: int,
         local_ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        budget_bytes: int = 32 * 1024 * 1024,
+        local_entries: int = 1024,
+        local_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.fetcher = fetcher
         self.redis = client
         self.ttl = ttl
+        self.budget_bytes = budget_bytes
         # records also kept in-process for a minute, so a page costs no Redis round trip
         self.local_ttl = min(float(ttl), local_ttl)
         self._clock = clock
-        self._records: dict[str, tuple[float, dict[str, str]]] = {}
-        self._local: dict[str, tuple[str, Protego]] = {}
+        self._local = LocalRobots(local_entries, local_bytes)
+        self._store = client.register_script(_STORE_ROBOTS)
         self._lock = threading.Lock()
 
     def check(self, url: str, options: FetchOptions) -> None:
         """Raise FetchError when robots.txt forbids the URL or cannot be read (5xx, network)."""
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        record = self._record(origin, options)
-        if record["kind"] == "unreachable":
-            raise FetchError("robots_unreachable", f"{origin}/robots.txt unreachable: {record['body']}", retryable=True)
-        if record["kind"] == "rules" and not self._parsed(origin, record["body"]).can_fetch(
-            url, self.fetcher.user_agent
-        ):
-            raise FetchError("robots_disallowed", f"{url} is disallowed by robots.txt")
+        try:
+            origin = origin_of(url)
+        except ForbiddenTarget as exc:
+            raise FetchError("forbidden_address", str(exc)) from None
+        entry = self._entry(origin, options)
+        if entry.kind == "unreachable":
+            raise FetchError("robots_unreachable", f"{origin}/robots.txt unreachable: {entry.detail}", retryable=True)
+        if entry.rules is not None and not entry.rules.can_fetch(url, self.fetcher.user_agent):
+            raise FetchError("robots_disallowed", f"{strip_userinfo(url)} is disallowed by robots.txt")
 
-    def _parsed(self, origin: str, body: str) -> Protego:
+    def local_usage(self) -> tuple[int, int]:
+        """(records, estimated bytes) held in this process."""
         with self._lock:
-            cached = self._local.get(origin)
-            if cached is None or cached[0] != body:
-                cached = (body, Protego.parse(body))
-                self._local[origin] = cached
-            return cached[1]
+            return len(self._local), self._local.bytes
 
-    def _record(self, origin: str, options: FetchOptions) -> dict[str, str]:
+    def _entry(self, origin: str, options: FetchOptions) -> RobotsEntry:
         now = self._clock()
         with self._lock:
-            hit = self._records.get(origin)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        record = self._shared_record(origin, options)
-        local_ttl = self.local_ttl if record["kind"] != "unreachable" else min(self.local_ttl, 5.0)
+            cached = self._local.get(origin)
+        if cached is not None and cached.expires > now:
+            return cached
+        blob = self._shared_record(origin, options)
+        if cached is not None and cached.blob == blob:
+            entry = RobotsEntry(
+                now + self._local_ttl(cached.kind), cached.kind, cached.detail, cached.rules, blob, cached.cost
+            )
+        else:
+            record = json.loads(zlib.decompress(blob))
+            kind, body = record["kind"], record["body"]
+            rules = Protego.parse(body) if kind == "rules" else None
+            cost = len(blob) + (ROBOTS_PARSED_FACTOR * len(body) if rules is not None else 0) + 512
+            entry = RobotsEntry(
+                now + self._local_ttl(kind), kind, body if kind == "unreachable" else "", rules, blob, cost
+            )
         with self._lock:
-            if len(self._records) >= 4096:  # many origins: start over rather than grow
-                self._records.clear()
-            self._records[origin] = (now + local_ttl, record)
-        return record
+            self._local.put(origin, entry)
+        return entry
 
-    def _shared_record(self, origin: str, options: FetchOptions) -> dict[str, str]:
-        key = f"selextract:robots:{origin}"
+    def _local_ttl(self, kind: str) -> float:
+        return self.local_ttl if kind != "unreachable" else min(self.local_ttl, 5.0)
+
+    def _shared_record(self, origin: str, options: FetchOptions) -> bytes:
+        key = ROBOTS_KEY + origin
         raw = self.redis.get(key)
         if raw is not None:
-            return dict(json.loads(raw))
+            return bytes(raw)
         record = self._download(origin, options)
+        blob = zlib.compress(json.dumps(record, ensure_ascii=False).encode(), 6)
         # an outage is remembered briefly, real rules for the configured time
-        ttl = self.ttl if record["kind"] != "unreachable" else min(self.ttl, 30)
-        self.redis.set(key, json.dumps(record), ex=ttl)
-        return record
+        self._share(key, blob, self.ttl if record["kind"] != "unreachable" else min(self.ttl, 30))
+        return blob
+
+    def _share(self, key: str, blob: bytes, ttl: int) -> None:
+        """Store a record in Redis if the budget of this window has room and Redis is not filling up."""
+        cost = len(key) + len(blob) + len(blob) // 4 + ROBOTS_ENTRY_OVERHEAD
+        if cost > self.budget_bytes:
+            return
+        try:
+            memory = self.redis.info("memory")
+        except redis.ResponseError:  # INFO not allowed for this Redis user: the budget alone bounds
+            memory = {}
+        used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
+        if limit and used > ROBOTS_REDIS_SHARE * limit:
+            log.warning("Redis holds %d of %d bytes: robots.txt records are kept in-process only", used, limit)
+            return
+        self._store(keys=[key], args=[blob, cost, self.budget_bytes, self.ttl, ROBOTS_BUDGET_KEY, ttl])
 
     def _download(self, origin: str, options: FetchOptions) -> dict[str, str]:
-        """RFC 9309: a 4xx means no rules; 5xx or unreachable means do not crawl (for now)."""
+        """RFC 9309: a 4xx means no rules; 5xx or unreachable means do not crawl (for now).
+        Only the first 500 KiB are read, up to the last whole line."""
         robots_options = FetchOptions(timeout=min(options.timeout, 10.0), use_proxy=options.use_proxy)
         try:
-            page = self.fetcher.get(origin + "/robots.txt", robots_options, max_bytes=ROBOTS_MAX_BYTES, robots=False)
+            page = self.fetcher.get(
+                origin + "/robots.txt", robots_options, max_bytes=ROBOTS_MAX_BYTES, robots=False, truncate=True
+            )
         except FetchError as exc:
-            if (exc.status_code is not None and 400 <= exc.status_code < 500) or exc.code in (
-                "too_large",
-                "unsupported_content",
-            ):
+            if (exc.status_code is not None and 400 <= exc.status_code < 500) or exc.code == "unsupported_content":
                 return {"kind": "allow_all", "body": ""}
             log.info("robots.txt of %s unavailable (%s)", origin, exc)
             return {"kind": "unreachable", "body": str(exc)}
-        return {"kind": "rules", "body": page.text}
+        text = page.text
+        if page.size >= ROBOTS_MAX_BYTES:  # cut off: a partial last line could widen a rule
+            text = text.rpartition("\n")[0]
+        return {"kind": "rules", "body": text}
 
 
 # --- the fetcher --------------------------------------------------------------------------
@@ -340,7 +447,9 @@ class Fetcher:
         self.limiter = DomainLimiter(
             redis_client, settings.scraper_domain_concurrency, settings.scraper_domain_delay_ms
         )
-        self.robots = RobotsCache(self, redis_client, settings.robots_cache_seconds)
+        self.robots = RobotsCache(
+            self, redis_client, settings.robots_cache_seconds, budget_bytes=settings.robots_redis_budget_bytes
+        )
         self._clients: dict[str | None, httpx.Client] = {}
         self._lock = threading.Lock()
 
@@ -373,12 +482,20 @@ class Fetcher:
 
     def fetch(self, url: str, options: FetchOptions) -> Page:
         """Fetch one page, honouring robots.txt, politeness, redirects (each hop checked)."""
+        if has_userinfo(url):
+            raise FetchError(
+                "credentials_in_url",
+                "URLs with a user name or password (user:password@host) are not fetched: "
+                "credentials would reach logs and caches",
+            )
         with observe_fetch("render" if options.render_js else "http"):
             if options.render_js:
                 return self._render(url, options)
             return self.get(url, options, max_bytes=self.settings.scraper_max_page_bytes, robots=options.respect_robots)
 
-    def get(self, url: str, options: FetchOptions, *, max_bytes: int, robots: bool) -> Page:
+    def get(self, url: str, options: FetchOptions, *, max_bytes: int, robots: bool, truncate: bool = False) -> Page:
+        """GET with redirects (credentials in a Location are dropped). ``truncate``: keep the
+        first ``max_bytes`` of a larger body instead of failing with too_large."""
         started = time.monotonic()
         current = url
         hops: list[str] = []
@@ -386,10 +503,10 @@ class Fetcher:
             self._check_target(current)
             if robots:
                 self._robots(current, options)
-            response_or_location = self._get_once(current, options, max_bytes)
+            response_or_location = self._get_once(current, options, max_bytes, truncate)
             if isinstance(response_or_location, str):
                 hops.append(current)
-                current = response_or_location
+                current = strip_userinfo(response_or_location)
                 continue
             status, content_type, body = response_or_location
             text = self._decode(content_type, body)
@@ -420,7 +537,9 @@ class Fetcher:
             transient = isinstance(exc.__cause__, socket.gaierror) and exc.__cause__.errno == socket.EAI_AGAIN
             raise FetchError("dns_error", str(exc), retryable=transient) from None
 
-    def _get_once(self, url: str, options: FetchOptions, max_bytes: int) -> tuple[int, str, bytes] | str:
+    def _get_once(
+        self, url: str, options: FetchOptions, max_bytes: int, truncate: bool = False
+    ) -> tuple[int, str, bytes] | str:
         proxy = self.proxies.next() if options.use_proxy else None
         client = self._client(proxy)
         domain = (urlsplit(url).hostname or "").lower()
@@ -436,11 +555,14 @@ class Fetcher:
                     return urljoin(url, response.headers["location"])
                 self._check_status(response)
                 content_type = response.headers.get("content-type", "")
-                self._check_content(url, response, content_type, max_bytes)
+                self._check_content(url, response, content_type, None if truncate else max_bytes)
                 body = bytearray()
                 for chunk in response.iter_bytes():
                     body.extend(chunk)
                     if len(body) > max_bytes:
+                        if truncate:
+                            del body[max_bytes:]
+                            break
                         raise FetchError("too_large", f"page is larger than {max_bytes} bytes")
                 return response.status_code, content_type, bytes(body)
         except ForbiddenTarget as exc:
@@ -465,9 +587,9 @@ class Fetcher:
             raise FetchError("http_error", f"HTTP {status}", status_code=status)
 
     @staticmethod
-    def _check_content(url: str, response: httpx.Response, content_type: str, max_bytes: int) -> None:
+    def _check_content(url: str, response: httpx.Response, content_type: str, max_bytes: int | None) -> None:
         length = response.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_bytes:
+        if max_bytes is not None and length.isdigit() and int(length) > max_bytes:
             raise FetchError("too_large", f"page is {length} bytes, more than the {max_bytes} allowed")
         if content_type and not any(t in content_type.lower() for t in TEXTUAL):
             raise FetchError("unsupported_content", f"{content_type} is not a text document")
@@ -481,6 +603,8 @@ class Fetcher:
         """JS rendering through a browserless-compatible service (POST /content)."""
         if not self.settings.renderer_url:
             raise FetchError("renderer_unavailable", "render_js needs RENDERER_URL; none is configured")
+        if not self.settings.renderer_egress_guarded:  # its redirects and subresources are not checked here
+            raise FetchError("renderer_unguarded", RENDERER_UNGUARDED)
         self._check_target(url)
         if options.respect_robots:
             self._robots(url, options)

@@ -20,7 +20,7 @@ from common import accounting
 from common.config import Settings
 from common.extraction import ExtractionRules
 from common.models import Task, TaskState, TaskUrl, UrlState, User
-from common.netpolicy import ForbiddenTarget, NetworkPolicy
+from common.netpolicy import RENDERER_UNGUARDED, ForbiddenTarget, NetworkPolicy
 from common.queue import enqueue_scrape, enqueue_webhook
 from common.results import task_links, task_prefix
 from common.storage import get_storage
@@ -56,6 +56,8 @@ def _check_deployment(settings: Settings, body: TaskCreate) -> None:
             "render_js is not available: this deployment has no JavaScript renderer (RENDERER_URL is not set)",
             ["body", "options", "render_js"],
         )
+    if body.options.render_js and not settings.renderer_available:
+        raise TaskRejected(422, RENDERER_UNGUARDED, ["body", "options", "render_js"])
     if body.options.use_proxy and not settings.proxies_configured:
         raise TaskRejected(
             422,

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from common.extraction import ExtractionRules
 from common.models import TaskState, UrlState
@@ -14,7 +14,22 @@ from common.models import TaskState, UrlState
 MAX_URLS_PER_TASK = 100
 MAX_URL_LENGTH = 2048
 
-TargetUrl = Annotated[HttpUrl, Field(max_length=MAX_URL_LENGTH, examples=["https://example.com/products"])]
+
+def _without_credentials(url: HttpUrl) -> HttpUrl:
+    """Credentials in a target URL would be stored with the task and appear in logs and results."""
+    if url.username is not None or url.password is not None:
+        raise ValueError(
+            "URLs with a user name or password (user:password@host) are not accepted: "
+            "they would be stored and logged with the task"
+        )
+    return url
+
+
+TargetUrl = Annotated[
+    HttpUrl,
+    Field(max_length=MAX_URL_LENGTH, examples=["https://example.com/products"]),
+    AfterValidator(_without_credentials),
+]
 
 
 class TaskOptions(BaseModel):

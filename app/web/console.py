@@ -115,7 +115,7 @@ def _dashboard(
             "pages": max(1, (total + limit - 1) // limit),
             "form": form or defaults,
             "errors": errors or [],
-            "renderer": bool(get_settings().renderer_url),
+            "renderer": get_settings().renderer_available,
         },
         status_code,
     )

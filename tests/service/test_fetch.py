@@ -174,7 +174,7 @@ def test_domain_delay_spaces_requests(rds: redis.Redis) -> None:
 
 
 def test_render_js_goes_through_the_renderer(rds: redis.Redis, site: LocalSite) -> None:
-    f = fetcher(rds, renderer_url=f"{site.url}/renderer")
+    f = fetcher(rds, renderer_url=f"{site.url}/renderer", renderer_egress_guarded=True)
     page = f.fetch(f"{site.url}/products/2", FetchOptions(render_js=True))
     assert f"Rendered {site.url}/products/2" in page.text
     assert error_of(f, f"{site.url}/private/x", render_js=True).code == "robots_disallowed"

@@ -159,6 +159,7 @@ def test_render_js_is_accepted_when_a_renderer_is_configured(
     from common.config import get_settings
 
     monkeypatch.setenv("RENDERER_URL", f"{site.url}/renderer")
+    monkeypatch.setenv("RENDERER_EGRESS_GUARDED", "true")
     get_settings.cache_clear()
     try:
         created = client.post("/api/v1/tasks", json=body(site, options={"render_js": True}), headers=account.headers)
