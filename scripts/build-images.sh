@@ -14,7 +14,7 @@
 #   --jobs N          build up to N images at once (default 3)
 #   IMAGE             base python postgres redis haproxy nginx prometheus
 #                     alertmanager node-exporter postgres-exporter redis-exporter
-#                     testsite seaweedfs certbot registry
+#                     testsite seaweedfs certbot registry machine
 # Environment: SELEXTRACT_CACHE (default ~/.cache/selextract), DEBIAN_MIRROR.
 # Build logs: $SELEXTRACT_CACHE/images/logs/<image>.log
 set -euo pipefail
@@ -35,11 +35,12 @@ SOURCE_LABEL=org.opencontainers.image.source=selextract
 HASH_LABEL=selextract.context-hash
 
 ALL=(base python postgres redis haproxy nginx prometheus alertmanager
-     node-exporter postgres-exporter redis-exporter testsite seaweedfs certbot registry)
+     node-exporter postgres-exporter redis-exporter testsite seaweedfs certbot registry machine)
 declare -A TAG=(
   [base]=bookworm [python]=3.11 [postgres]=15 [redis]=7 [haproxy]=2.6 [nginx]=1.22
   [prometheus]=2 [alertmanager]=0.25 [node-exporter]=1 [postgres-exporter]=0
   [redis-exporter]=1 [testsite]=1 [seaweedfs]=3 [certbot]=2 [registry]=2
+  [machine]=bookworm
 )
 # Debian packages each image needs; an image is skipped if Debian lacks one.
 declare -A DEBS=(
@@ -49,6 +50,7 @@ declare -A DEBS=(
   [postgres-exporter]=prometheus-postgres-exporter
   [redis-exporter]=prometheus-redis-exporter [testsite]=python3 [certbot]=certbot
   [registry]="docker-registry wget"
+  [machine]="systemd systemd-sysv openssh-server docker.io cloud-init ufw fail2ban"
 )
 
 log() { echo "[images] $*"; }
@@ -378,6 +380,18 @@ verify_certbot() {
   out=$(docker run --rm "$(ref certbot)" --version 2>&1)
   check "certbot --version" contains "$out" "^certbot 2"
   check "/bin/sh for the renewal loop" docker run --rm --entrypoint /bin/sh "$(ref certbot)" -c "command -v cmp"
+}
+
+# the test bed's machine (scripts/machines.sh): boots systemd with sshd, cron and its own
+# Docker engine; cloud-init off without a NoCloud seed. tests/machines does the rest.
+verify_machine() {
+  local c MACHINE_ARGS
+  . "$IMG/machine/run-args.sh" && machine_run_args
+  c=$(start machine "${MACHINE_ARGS[@]}" --tmpfs /var/lib/docker "$(ref machine)")
+  check "systemd boots with no failed unit" wait_for 120 docker exec "$c" systemctl is-system-running --wait
+  check "ssh, cron, docker active" docker exec "$c" systemctl is-active ssh cron docker
+  check "inner Docker engine (overlay2)" bash -c "docker exec $c docker info -f '{{.Driver}}' | grep -qx overlay2"
+  check "cloud-init disabled without a seed" bash -c "docker exec $c cloud-init status | grep -q disabled"
 }
 
 verify_redis() {
