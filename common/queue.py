@@ -24,6 +24,8 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         # at-least-once: a message is acknowledged only after the task body finished, and a
         # worker that dies mid-task gives it back; the task itself is idempotent (leases).
+        # Celery gives it back without limit: the task bodies count such deaths themselves
+        # and end a task that keeps killing its worker (worker/attempts.py).
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=settings.worker_prefetch_multiplier,

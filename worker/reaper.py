@@ -121,6 +121,16 @@ def reap(settings: Settings) -> dict[str, int]:
             .values(webhook_status="requeued")
             .returning(Task.id)
         ).all()
+        # a delivery still "sending" after the longest a live one can take (the hard time
+        # limit) and after Celery would have restored its message (visibility timeout) lost
+        # its message; sent again, its status is kept (the next attempt is counted anyway)
+        stuck = timedelta(seconds=max(settings.task_time_limit, settings.celery_visibility_timeout)) + grace
+        webhook_ids += session.scalars(
+            update(Task)
+            .where(Task.webhook_status.startswith("sending"), Task.updated_at < func.now() - stuck)
+            .values(updated_at=func.now())
+            .returning(Task.id)
+        ).all()
     for task_id in task_ids:
         log.warning("reaper: task %s had no live run or message; re-queued", task_id)
         enqueue_scrape(task_id)

@@ -41,10 +41,15 @@ from common.extraction import ExtractionRules, PreparedRules, extract, item_coun
 from common.models import Task, TaskState, TaskUrl, UrlState
 from common.results import page_key
 from common.storage import Storage, StorageError
+from worker import attempts
 from worker.fetch import Fetcher, FetchError, FetchOptions
 
 log = logging.getLogger(__name__)
 MAX_TASK_ATTEMPTS = 25
+# A run whose lease lapsed without being handed back died with its worker process (or hung
+# past the lease). After this many, the task's remaining URLs fail as ``worker_lost``:
+# a task that kills every worker it reaches must not keep coming back (worker/attempts.py).
+MAX_LOST_RUNS = 3
 ACTIVE = (TaskState.queued, TaskState.running)
 # The task's succeeded/failed counters are progress for the API; they are refreshed after
 # this many recorded URLs or this many seconds, and set exactly when the run ends.
@@ -253,6 +258,10 @@ class TaskRunner:
     def _claim(self, task_id: uuid.UUID, owner: str) -> dict[str, Any] | Outcome:
         lease = timedelta(seconds=self.settings.task_lease_seconds)
         with session_scope(self.settings) as session:
+            # the row as the claim finds it (locked as the claim's UPDATE would lock it)
+            prior_owner = session.scalar(
+                select(Task.lease_owner).where(Task.id == task_id).with_for_update(key_share=True)
+            )
             row = session.execute(
                 update(Task)
                 .where(
@@ -271,7 +280,10 @@ class TaskRunner:
                 .returning(Task.rules, Task.options, Task.attempts)
             ).first()
             if row is not None:
-                return {"rules": row.rules, "options": row.options, "attempts": row.attempts}
+                # taking over a lapsed lease that was never released: the run before died;
+                # counted before the commit, so a Redis outage undoes the claim too
+                lost = attempts.bump(self.settings, "lost-run", task_id) if prior_owner is not None else 0
+                return {"rules": row.rules, "options": row.options, "attempts": row.attempts, "lost_runs": lost}
             task = session.get(Task, task_id)
             if task is None or task.state.terminal:
                 return Outcome(done=True, reason="task missing or already finished")
@@ -291,6 +303,7 @@ class _Run:
         self.rules = PreparedRules(ExtractionRules.model_validate(claimed["rules"]))  # shorthands validated once
         self.options: dict[str, Any] = claimed["options"]
         self.attempt: int = claimed["attempts"]
+        self.lost_runs: int = claimed.get("lost_runs", 0)
         self.max_retries = int(self.options.get("retries", 2))
         self.fetch_options = FetchOptions(
             timeout=float(self.options.get("timeout", self.settings.scraper_default_timeout)),
@@ -316,7 +329,13 @@ class _Run:
         try:
             jobs = self._pending()
             if self.attempt > MAX_TASK_ATTEMPTS:
-                self._give_up(jobs)
+                self._give_up(jobs, "gave_up", f"not finished after {MAX_TASK_ATTEMPTS} attempts")
+                jobs = []
+            elif self.lost_runs >= MAX_LOST_RUNS:
+                log.warning("task %s: its worker process died %d times; failing it", self.task_id, self.lost_runs)
+                self._give_up(
+                    jobs, "worker_lost", f"the worker process died {self.lost_runs} times while running this task"
+                )
                 jobs = []
             self._process(jobs)
         except SoftTimeLimitExceeded:
@@ -535,9 +554,9 @@ class _Run:
             )
         return Outcome(done=False, countdown=countdown, reason=reason)
 
-    def _give_up(self, jobs: list[UrlJob]) -> None:
+    def _give_up(self, jobs: list[UrlJob], code: str, reason: str) -> None:
         for job in jobs:
-            self._failed(job, "gave_up", f"not finished after {MAX_TASK_ATTEMPTS} attempts", retryable=False)
+            self._failed(job, code, f"{reason}; not retried", retryable=False)
 
     def _finish(self) -> None:
         webhook = False

@@ -44,6 +44,11 @@ def close_fetcher() -> None:
 # A database or Redis outage is waited out with backoff instead of failing the message.
 OUTAGES = (OperationalError, InterfaceError, redis.ConnectionError, redis.TimeoutError)
 
+# Both tasks give their message back when their worker process dies (reject_on_worker_lost,
+# also the app's default: at-least-once). Celery does not count that as a retry, so each body
+# bounds it itself (worker/attempts.py): a scrape ends ``worker_lost`` after
+# runner.MAX_LOST_RUNS lost runs, a webhook after WEBHOOK_MAX_ATTEMPTS started deliveries.
+
 
 @app.task(
     name="selextract.scrape",
