@@ -18,7 +18,16 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from infra.render import render
-from infra.specs.base import ContainerSpec, Healthcheck, Mount, PasswordSync, Port, Upload, secret
+from infra.specs.base import (
+    ContainerSpec,
+    Healthcheck,
+    Mount,
+    PasswordSync,
+    Port,
+    Upload,
+    password_sync_name,
+    secret,
+)
 from infra.specs.context import SpecContext
 from infra.topology import PORTS, Endpoint, HostPlan, Role
 
@@ -153,7 +162,9 @@ S3_PORT = PORTS[Role.OBJECT_STORE]
 MINIO_CONSOLE_PORT = 9001
 SEAWEED_MASTER_PORT = 9333
 SEAWEED_VOLUME_PORT = 8080
+SEAWEED_FILER_PORT = 8888
 SEAWEED_GRPC_OFFSET = 10000  # weed's gRPC port is its HTTP port + 10000 unless set
+SEAWEED_MASTERS = 3  # Raft: any two of three elect a leader
 # The seed's MINIO_ENDPOINT host: a load-balancing proxy beside the clients on each host.
 LB_ALIAS = f"minio-lb.{NODE_DOMAIN}"
 S3_PROXY_CONFIG = "/usr/local/etc/haproxy/haproxy.cfg"
@@ -172,10 +183,27 @@ def _minio_pool(nodes: int) -> str:
     return f"http://minio-{{01...{nodes:02d}}}.{NODE_DOMAIN}:{S3_PORT}/data"
 
 
-def s3_nodes(ctx: SpecContext) -> int:
-    """How many nodes serve S3: every MinIO node; SeaweedFS's gateway runs on node 1."""
+def _seaweed_ha(ctx: SpecContext) -> bool:
+    """SeaweedFS on several real hosts: masters, filers and S3 gateways on several nodes.
+    The local simulation keeps one gateway node (tests/reliability documents that layout)."""
     nodes = len(ctx.plan.placements_of(Role.OBJECT_STORE))
-    return nodes if ctx.settings.object_store_impl == "minio" else min(nodes, 1)
+    return ctx.settings.object_store_impl == "seaweedfs" and nodes > 1 and not ctx.local
+
+
+def s3_nodes(ctx: SpecContext) -> int:
+    """How many nodes serve S3: every MinIO node, every SeaweedFS node on real hosts; the
+    local SeaweedFS simulation runs its gateway on node 1 only."""
+    nodes = len(ctx.plan.placements_of(Role.OBJECT_STORE))
+    if ctx.settings.object_store_impl == "minio" or _seaweed_ha(ctx):
+        return nodes
+    return min(nodes, 1)
+
+
+def key_holders(ctx: SpecContext) -> int:
+    """How many nodes, from node 1, keep the app's access keys (each gets the key-sync step;
+    retiring old keys must visit each): MinIO's users are cluster-wide, node 1 is enough;
+    every SeaweedFS gateway reads its own keys file."""
+    return 1 if ctx.settings.object_store_impl == "minio" else s3_nodes(ctx)
 
 
 def load_balanced(ctx: SpecContext) -> bool:
@@ -183,13 +211,13 @@ def load_balanced(ctx: SpecContext) -> bool:
 
 
 def node_endpoints(ctx: SpecContext, from_host: str) -> tuple[Endpoint, ...]:
-    """Each node's S3 port as a container on `from_host` dials it: by name on the same
-    engine, else the node host's private IP (the balancer's backends, Prometheus' targets)."""
+    """Each S3 node as a container on `from_host` dials it: by name on the same engine,
+    else the node host's private IP (the proxies' backends, Prometheus' targets)."""
     return ctx.plan.endpoints(Role.OBJECT_STORE, from_host)[: s3_nodes(ctx)]
 
 
 def s3_proxy_hosts(ctx: SpecContext) -> tuple[str, ...]:
-    """Hosts that get a balancer: every host whose containers talk S3 (API, including the
+    """Hosts that get an S3 proxy: every host whose containers talk S3 (API, including the
     buckets step and backups, which run there, and workers). Locally one serves them all."""
     if not load_balanced(ctx):
         return ()
@@ -204,18 +232,24 @@ def s3_proxy_name(ctx: SpecContext, host: str) -> str:
 def objectstore_url(ctx: SpecContext, host: str) -> str:
     """How containers on `host` reach the object store's S3 API: the one place this is
     decided (app and workers, the buckets step, backups and restores run in the API
-    container). Several S3 nodes: the balancer beside them; one: that node."""
+    container). Several S3 nodes: the proxy beside them; one: that node."""
     if load_balanced(ctx):
         return f"http://{LB_ALIAS}:{S3_PORT}"
     return f"http://{ctx.plan.endpoint(Role.OBJECT_STORE, host).url}"
 
 
 def objectstore_dependencies(ctx: SpecContext, host: str) -> tuple[str, ...]:
-    """What an S3 client on `host` waits for: the balancer it dials, if any."""
+    """What an S3 client on `host` waits for besides node 1's key sync: the proxy it dials,
+    and the key sync of every other node that keeps its own keys (SeaweedFS gateways)."""
     hosts = s3_proxy_hosts(ctx)
     if not hosts:
         return ()
-    return (s3_proxy_name(ctx, hosts[0] if ctx.local else host),)
+    plan = ctx.plan
+    syncs = tuple(
+        password_sync_name(plan.container_name(p.host, Role.OBJECT_STORE, 1))
+        for p in plan.placements_of(Role.OBJECT_STORE)[1 : key_holders(ctx)]
+    )
+    return (s3_proxy_name(ctx, hosts[0] if ctx.local else host), *syncs)
 
 
 def s3_proxy_config(ctx: SpecContext, host: str) -> str:
@@ -225,8 +259,11 @@ def s3_proxy_config(ctx: SpecContext, host: str) -> str:
         alias=LB_ALIAS,
         port=S3_PORT,
         nodes=nodes,
-        # MinIO is strongly consistent on every node: the least busy serves
-        balance="leastconn",
+        # MinIO is strongly consistent on every node: the least busy serves. SeaweedFS's
+        # filers copy each other's metadata asynchronously: one gateway serves everyone
+        # (read-after-write holds), the next takes over when it fails, and keeps serving.
+        balance="leastconn" if ctx.settings.object_store_impl == "minio" else "first",
+        sticky=ctx.settings.object_store_impl != "minio",
         health_path=HEALTH_PATH[ctx.settings.object_store_impl],
         resolve=any(not _is_ip(n.address) for n in nodes),
     )
@@ -274,6 +311,87 @@ def _peers(ctx: SpecContext, nodes: list[HostPlan], index: int) -> dict[str, str
     return {node_name(i + 1): str(h.private_ip) for i, h in enumerate(nodes) if i != index}
 
 
+def _with_grpc(*ports: int) -> tuple[int, ...]:
+    return tuple(p for port in ports for p in (port, port + SEAWEED_GRPC_OFFSET))
+
+
+def _seaweed_command(ctx: SpecContext, nodes: list[HostPlan], names: list[str], index: int) -> tuple[str, ...]:
+    """The weed command of node `index` (0-based). Each server registers under -ip, which
+    the masters hand to the filers and to each other: on real hosts the node's name (itself
+    by its hostname, the others through extra_hosts to private IPs, where the HTTP and gRPC
+    ports are published); locally the container name, as before.
+
+    Real hosts, several nodes: three masters (nodes 1-3), and on every node a volume
+    server, a filer with its own store (filers with separate stores replay each other's
+    metadata changes: SeaweedFS's filer peer sync) and an S3 gateway with the app's keys.
+    Locally: node 1 runs master + filer + S3 gateway + a volume server, the others volume
+    servers. Replication 001 keeps each object on two nodes either way."""
+    replication = "001" if len(nodes) > 1 else "000"
+    # Explicit slots: `max=0` sizes them as free disk / 30 GB, which on a shared local disk
+    # is one slot per server, and the first collection to write (or the filer's own log)
+    # takes them all, leaving other buckets unwritable.
+    sizing = (f"-master.volumeSizeLimitMB={SEAWEED_VOLUME_MB}",)
+    gateway = (
+        "-filer",
+        f"-filer.port={SEAWEED_FILER_PORT}",
+        "-s3",
+        f"-s3.port={S3_PORT}",
+        f"-s3.config={SEAWEED_S3_CONFIG}",
+    )
+    if _seaweed_ha(ctx):
+        masters = range(1, min(len(nodes), SEAWEED_MASTERS) + 1)
+        peers = ",".join(f"{node_name(i)}:{SEAWEED_MASTER_PORT}" for i in masters)
+        return (
+            "server",
+            "-dir=/data",
+            "-ip.bind=0.0.0.0",
+            f"-ip={node_name(index + 1)}",
+            *(() if index < SEAWEED_MASTERS else ("-master=false",)),
+            f"-master.port={SEAWEED_MASTER_PORT}",
+            f"-master.peers={peers}",
+            f"-master.defaultReplication={replication}",
+            *sizing,
+            f"-volume.port={SEAWEED_VOLUME_PORT}",
+            f"-volume.max={SEAWEED_VOLUME_SLOTS}",
+            *gateway,
+        )
+    if index == 0:
+        return (
+            "server",
+            "-dir=/data",
+            "-ip.bind=0.0.0.0",
+            f"-ip={names[0]}",
+            f"-master.port={SEAWEED_MASTER_PORT}",
+            f"-master.defaultReplication={replication}",
+            f"-volume.port={SEAWEED_VOLUME_PORT}",
+            f"-volume.max={SEAWEED_VOLUME_SLOTS}",
+            *sizing,
+            *gateway,
+        )
+    return (
+        "volume",
+        "-dir=/data",
+        "-ip.bind=0.0.0.0",
+        f"-ip={names[index]}",
+        f"-port={SEAWEED_VOLUME_PORT}",
+        f"-max={SEAWEED_VOLUME_SLOTS}",
+        f"-master={names[0]}:{SEAWEED_MASTER_PORT}",
+    )
+
+
+def _seaweed_ports(ctx: SpecContext, nodes: list[HostPlan], index: int) -> tuple[int, ...]:
+    """What other hosts dial on node `index`: S3 on a gateway; master, volume server and
+    filer with their gRPC ports where the others use them."""
+    if len(nodes) == 1:
+        return (S3_PORT,)
+    if _seaweed_ha(ctx):
+        master = _with_grpc(SEAWEED_MASTER_PORT) if index < SEAWEED_MASTERS else ()
+        return (S3_PORT, *master, *_with_grpc(SEAWEED_VOLUME_PORT, SEAWEED_FILER_PORT))
+    if index == 0:
+        return (S3_PORT, *_with_grpc(SEAWEED_MASTER_PORT, SEAWEED_VOLUME_PORT))
+    return _with_grpc(SEAWEED_VOLUME_PORT)
+
+
 def objectstore_specs(ctx: SpecContext) -> list[ContainerSpec]:
     plan, settings = ctx.plan, ctx.settings
     placements = plan.placements_of(Role.OBJECT_STORE)
@@ -285,10 +403,10 @@ def objectstore_specs(ctx: SpecContext) -> list[ContainerSpec]:
     key = app_access_key(settings.object_store.access_key, settings.rotation)
     specs = []
     for index, (host, name) in enumerate(zip(nodes, names, strict=True)):
-        # node 1 holds the app's keys: users are cluster-wide in MinIO, and it is the
-        # SeaweedFS S3 gateway
         sync = (
-            PasswordSync(ADD_KEY[settings.object_store_impl], f"{key} {secret(ROTATION_KEY)}\n") if index == 0 else None
+            PasswordSync(ADD_KEY[settings.object_store_impl], f"{key} {secret(ROTATION_KEY)}\n")
+            if index < key_holders(ctx)
+            else None
         )
         mounts = (Mount(ctx.data_volume(host.name, Role.OBJECT_STORE), "/data"),)
         hostname = node_name(index + 1) if multi else None
@@ -317,66 +435,25 @@ def objectstore_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 aliases=aliases,
             )
         else:
-            # Node 1 runs master + filer + S3 gateway + a volume server; the others add
-            # volume servers. Replication 001 keeps each object on two nodes. Each server
-            # registers under -ip, which the master hands to the filer and the others: on
-            # real hosts the node's name (itself by its hostname, the others through
-            # extra_hosts to private IPs, where HTTP and gRPC ports are published); locally
-            # the container name, as before.
-            replication = "001" if len(nodes) > 1 else "000"
-            advertised = node_name(index + 1) if multi and not ctx.local else name
-            master = node_name(1) if multi and not ctx.local else names[0]
-            volume_ports = (SEAWEED_VOLUME_PORT, SEAWEED_VOLUME_PORT + SEAWEED_GRPC_OFFSET)
-            if index == 0:
-                command: tuple[str, ...] = (
-                    "server",
-                    "-dir=/data",
-                    "-ip.bind=0.0.0.0",
-                    f"-ip={advertised}",
-                    f"-master.port={SEAWEED_MASTER_PORT}",
-                    f"-master.defaultReplication={replication}",
-                    f"-volume.port={SEAWEED_VOLUME_PORT}",
-                    # Explicit slots: `max=0` sizes them as free disk / 30 GB, which on a shared
-                    # local disk is one slot per server, and the first collection to write (or
-                    # the filer's own log) takes them all, leaving other buckets unwritable.
-                    f"-volume.max={SEAWEED_VOLUME_SLOTS}",
-                    f"-master.volumeSizeLimitMB={SEAWEED_VOLUME_MB}",
-                    "-filer",
-                    "-filer.port=8888",
-                    "-s3",
-                    f"-s3.port={S3_PORT}",
-                    f"-s3.config={SEAWEED_S3_CONFIG}",
-                )
-                master_ports = (SEAWEED_MASTER_PORT, SEAWEED_MASTER_PORT + SEAWEED_GRPC_OFFSET)
-                ports = _published(ctx, host, S3_PORT, *((*master_ports, *volume_ports) if multi else ()))
-            else:
-                command = (
-                    "volume",
-                    "-dir=/data",
-                    "-ip.bind=0.0.0.0",
-                    f"-ip={advertised}",
-                    f"-port={SEAWEED_VOLUME_PORT}",
-                    f"-max={SEAWEED_VOLUME_SLOTS}",
-                    f"-master={master}:{SEAWEED_MASTER_PORT}",
-                )
-                ports = _published(ctx, host, *volume_ports)
             spec = ContainerSpec(
                 name=name,
                 host=host.name,
                 role=Role.OBJECT_STORE,
                 image=settings.images.object_store,
-                command=command,
-                ports=ports,
+                command=_seaweed_command(ctx, nodes, names, index),
+                ports=_published(ctx, host, *_seaweed_ports(ctx, nodes, index)),
                 mounts=mounts,
                 extra_hosts=_peers(ctx, nodes, index),
-                depends_on=() if index == 0 else (names[0],),
+                # the masters are nodes 1-3 on real hosts; they find each other whichever
+                # starts first, so only the local layout waits for its one master
+                depends_on=() if index == 0 or _seaweed_ha(ctx) else (names[0],),
                 stop_grace_s=30,
                 password_sync=sync,
                 hostname=hostname,
                 aliases=aliases,
             )
-            if index == 0:
-                # the start script seeds the keys file on a new volume, then execs weed
+            if sync is not None:
+                # a gateway's start script seeds the keys file on a new volume, then execs weed
                 spec = replace(
                     spec,
                     entrypoint=("/bin/sh", "-c", _SEAWEED_START, "weed"),

@@ -119,10 +119,10 @@ def test_local_minio_nodes_answer_to_the_same_names() -> None:
 
 
 def _dials(spec: ContainerSpec) -> list[tuple[str, int]]:
-    """host:port pairs a weed command connects to (-master=…)."""
+    """host:port pairs a weed command connects to (-master=…, -master.peers=…)."""
     out = []
     for arg in spec.command:
-        m = re.fullmatch(r"-(?:master|mserver)=(.+)", arg)
+        m = re.fullmatch(r"-(?:master|mserver|master\.peers)=(.*:.+)", arg)
         if m:
             out += [(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1])) for a in m.group(1).split(",")]
     return out
@@ -142,10 +142,10 @@ def test_seaweedfs_nodes_advertise_names_that_resolve_on_every_node() -> None:
     for i, node in enumerate(nodes, start=1):
         private = str(p.host(node.host).private_ip)
         assert node.hostname == node_name(i)
-        # the address it registers with the master (which hands it to the filer) is its name
+        # the address it registers with the masters (which hand it to the filers) is its name
         assert _flag(node, "ip") == node.hostname
-        # volume server HTTP + gRPC (port + 10000) on the private IP for the filer and master
-        assert {8080, 18080} <= _published(node, private)
+        # volume server and filer, HTTP + gRPC (port + 10000), on the private IP
+        assert {8080, 18080, 8888, 18888} <= _published(node, private)
         for other in nodes:  # every node resolves every other node's name (volume locations)
             if other is not node:
                 assert _resolve(node, other.hostname) == str(p.host(other.host).private_ip)
@@ -154,9 +154,38 @@ def test_seaweedfs_nodes_advertise_names_that_resolve_on_every_node() -> None:
             if target != "self":
                 published = _published(by_ip[target], target)
                 assert {port, port + 10000} <= published, f"{node.name} dials {name}:{port} (+gRPC): {published}"
-    first = nodes[0]
-    assert {9000, 9333, 19333} <= _published(first, str(p.host(first.host).private_ip))
-    assert all(_dials(n) == [(node_name(1), 9333)] for n in nodes[1:])
+
+
+def test_seaweedfs_on_real_hosts_has_no_single_node_to_lose(tmp_path: Path) -> None:
+    """Three masters (Raft: any two elect a leader), and a volume server, a filer (each
+    with its own store, kept in step by SeaweedFS's peer metadata sync) and an S3 gateway
+    with the app's keys on every node; the proxies on the client hosts reach all four."""
+    settings = _settings(implementation="seaweedfs")
+    p = plan(settings)
+    nodes = _nodes(settings)
+    masters = [n for n in nodes if "-master=false" not in n.command]
+    assert [n.host for n in masters] == MINIO_HOSTS[:3]
+    peers = ",".join(f"{node_name(i)}:9333" for i in (1, 2, 3))
+    for node in nodes:
+        assert node.command[0] == "server" and {"-filer", "-s3"} <= set(node.command)
+        assert _flag(node, "master.peers") == peers
+        assert node.password_sync is not None, "each gateway learns a rotated key"
+        assert 9000 in _published(node, str(p.host(node.host).private_ip))
+    for node in masters:
+        assert {9333, 19333} <= _published(node, str(p.host(node.host).private_ip))
+    ctx = SpecContext(p, settings)
+    assert [e.url for e in node_endpoints(ctx, "api-01")] == [f"{p.host(h).private_ip}:9000" for h in MINIO_HOSTS]
+    conf = s3_proxy_config(ctx, "api-01")
+    # the filers' metadata sync is asynchronous: one gateway at a time, the next on failure
+    assert "balance first" in conf and "option httpchk GET /healthz" in conf
+    assert "stick on int(1)" in conf, "no failback to a gateway whose filer may be catching up"
+    _haproxy_check(conf, tmp_path)
+    specs = _specs(settings)
+    syncs = {f"{n.name}-password-sync" for n in nodes}
+    for spec in specs.values():
+        if "S3_ENDPOINT_URL" in spec.env:
+            assert spec.env["S3_ENDPOINT_URL"] == f"http://{LB_ALIAS}:9000"
+            assert syncs <= set(spec.depends_on), spec.name
 
 
 def test_local_seaweedfs_is_unchanged_in_shape() -> None:
@@ -206,6 +235,10 @@ def test_the_load_balancer_survives_losing_any_one_node(tmp_path: Path) -> None:
     assert "option httpchk GET /minio/health/live" in conf
     assert "option redispatch" in conf and re.search(r"^\s*retries [1-9]", conf, re.M)
     assert not re.search(r"\bbackup\b", conf), "every node serves: none waits as a backup"
+    _haproxy_check(conf, tmp_path)
+
+
+def _haproxy_check(conf: str, tmp_path: Path) -> None:
     haproxy = shutil.which("haproxy")
     if haproxy is None:
         pytest.fail("haproxy not installed: run `make setup` (or scripts/setup-system.sh)")
