@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Local machine test bed: machines that behave like fresh Debian 12 servers, each a
-# privileged container on this machine's Docker engine (image selextract/machine, see
-# images/machine/): systemd as init, sshd with root key login, its own Docker engine
+# Local machine test bed: machines that behave like fresh Debian 12 servers, each a container
+# on this machine's Docker engine with all the privileges dockerd can give (image
+# selextract/machine, see images/machine/run-args.sh): systemd as init, sshd with root key login, its own Docker engine
 # (/var/lib/docker on a Docker volume), cloud-init from a NoCloud seed, ufw/fail2ban/cron
 # installed, a "public" address and a private address. Traffic stays on this machine.
 # See docs/machines.md.
@@ -17,17 +17,18 @@
 #                     hardening then replace with theirs), /etc/docker/certs.d/ADDR/ca.crt.
 #   seed NAME FILE    give NAME this cloud-init user-data (a new instance id); a running
 #                     machine reboots (clean shutdown) so that cloud-init runs it
-#   down [--prefix P] remove the machines (all, or P's) with their volumes; the networks too
-#                     once no machine is left
+#   down [--prefix P] remove the machines (all on this engine, or P's) with their volumes;
+#                     the networks too once no machine is left
 #   status            name, state, addresses, SSH port and whether it answers, memory
-#   env [--shell]     key path, networks, machines with addresses: JSON, or shell assignments
-#   ssh NAME [CMD...] ssh to NAME's public address with the test-bed key, as root (or
-#                     $MACHINE_SSH_USER) on the port its sshd config names
+#   env [--shell]     key path, networks, machines with addresses and keys: JSON, or shell
+#                     assignments; `ssh -F <ssh_config> NAME` works too
+#   ssh NAME [CMD...] ssh to NAME's public address with the key it was made with, as root (or
+#                     $MACHINE_SSH_USER) on the port its sshd config names (or $MACHINE_SSH_PORT)
 #   exec NAME CMD...  run CMD in NAME through Docker (for when SSH is locked down)
 #   kill NAME         stop the whole machine at once, like pulling the power
 #   stop NAME         clean shutdown (systemd poweroff)
 #   start NAME        boot a killed or stopped machine, wait until SSH answers
-# Environment: SELEXTRACT_STATE (key, seeds: $SELEXTRACT_STATE/machines), MACHINES_PUBLIC_SUBNET
+# Environment: SELEXTRACT_STATE (SSH key: $SELEXTRACT_STATE/machines), MACHINES_PUBLIC_SUBNET
 #   (default 198.18.0.0/24), MACHINES_PRIVATE_SUBNET (default 10.0.1.0/24; both /24, machines
 #   from .10 up, .2-.9 left for services such as a registry), MACHINES_NO_BUILD=1 (do not run
 #   scripts/build-images.sh machine first).
@@ -44,7 +45,7 @@ NET_PRIVATE=selextract-machines-private
 PUBLIC_SUBNET=${MACHINES_PUBLIC_SUBNET:-198.18.0.0/24}
 PRIVATE_SUBNET=${MACHINES_PRIVATE_SUBNET:-10.0.1.0/24}
 FIRST_HOST=10 LAST_HOST=191   # .192/26 is the networks' range for containers without a fixed address
-SSH_OPTS=(-i "$KEY" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
+SSH_OPTS=(-o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
           -o BatchMode=yes -o ConnectTimeout=5)
 
 # shellcheck source=../images/machine/run-args.sh
@@ -147,7 +148,7 @@ stage_seed() {
   mkdir -p "$dir"
   cp "$file" "$dir/user-data"
   printf 'instance-id: %s-%s\nlocal-hostname: %s\npublic-keys:\n  - %s\n' \
-    "$name" "$(date +%s%N)" "$name" "$(cat "$KEY.pub")" >"$dir/meta-data"
+    "$name" "$(date +%s%N)" "$name" "$(cat "$(label "$name" key).pub")" >"$dir/meta-data"
   chmod 600 "$dir/user-data" "$dir/meta-data"
 }
 put_seed() {  # NAME FILE: place the seed in the (created or stopped or running) machine
@@ -164,7 +165,7 @@ create_machine() {  # NAME PREFIX HOSTNUM USERDATA|"" ; registry settings from R
   docker volume create --label "$LABEL=$name" "$vol" >/dev/null
   docker create --name "$name" --hostname "$name" \
     --label "$LABEL=$name" --label "$LABEL.prefix=$prefix" \
-    --label "$LABEL.public=$PUB24.$n" --label "$LABEL.private=$PRIV24.$n" \
+    --label "$LABEL.public=$PUB24.$n" --label "$LABEL.private=$PRIV24.$n" --label "$LABEL.key=$KEY" \
     "${MACHINE_ARGS[@]}" --stop-timeout 30 \
     -v "$vol:/var/lib/docker" \
     --network "$NET_PUBLIC" --ip "$PUB24.$n" \
@@ -192,7 +193,7 @@ write_ssh_config() {  # $STATE/ssh_config: `ssh -F $STATE/ssh_config NAME` for e
   local m
   for m in $(machines); do
     printf 'Host %s\n  HostName %s\n  User root\n  IdentityFile %s\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n\n' \
-      "$m" "$(label "$m" public)" "$KEY"
+      "$m" "$(label "$m" public)" "$(label "$m" key)"
   done >"$STATE/ssh_config"
 }
 
@@ -336,7 +337,8 @@ cmd_env() {
       "$PUBLIC_SUBNET" "$PRIVATE_SUBNET" "$PUB24.1" "$(machines | xargs)"
     for m in $(machines); do
       var=MACHINE_$(tr 'a-z-' 'A-Z_' <<<"$m")
-      printf '%s_PUBLIC=%s\n%s_PRIVATE=%s\n' "$var" "$(label "$m" public)" "$var" "$(label "$m" private)"
+      printf '%s_PUBLIC=%s\n%s_PRIVATE=%s\n%s_KEY=%q\n' "$var" "$(label "$m" public)" "$var" "$(label "$m" private)" \
+        "$var" "$(label "$m" key)"
     done
     return
   fi
@@ -352,7 +354,7 @@ cmd_env() {
     [ $first = 1 ] || printf ','
     first=0
     printf '\n  {"name": "%s", "prefix": "%s", "public": "%s", "private": "%s", "state": "%s", "ssh_user": "root", "ssh_port": %s, "key": %s}' \
-      "$m" "$(label "$m" prefix)" "$(label "$m" public)" "$(label "$m" private)" "$st" "$port" "$(json_str "$KEY")"
+      "$m" "$(label "$m" prefix)" "$(label "$m" public)" "$(label "$m" private)" "$st" "$port" "$(json_str "$(label "$m" key)")"
   done
   printf '\n]}\n'
 }
@@ -361,7 +363,7 @@ cmd_ssh() {
   local name=${1:-}; shift || true
   is_machine "$name"
   [ "$(state "$name")" = running ] || die "$name is $(state "$name") (start it: $0 start $name)"
-  exec ssh "${SSH_OPTS[@]}" -p "${MACHINE_SSH_PORT:-$(ssh_port "$name")}" \
+  exec ssh "${SSH_OPTS[@]}" -i "$(label "$name" key)" -p "${MACHINE_SSH_PORT:-$(ssh_port "$name")}" \
     "${MACHINE_SSH_USER:-root}@$(label "$name" public)" "$@"
 }
 
