@@ -5,10 +5,13 @@ section). Without them there are no disk metrics and StorageUsageHigh can never 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -121,3 +124,59 @@ def test_storage_alert_fires_on_the_series_node_exporter_emits(tmp_path: Path) -
     (tmp_path / "t.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
     proc = subprocess.run([promtool, "test", "rules", str(tmp_path / "t.yml")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.docker
+def test_the_specced_exporter_reports_the_host_filesystems() -> None:
+    """The exporter container as specced (its host mount, host PID namespace, flags), on
+    this machine's Docker engine: the host's root appears as mountpoint="/", nothing of the
+    container's own (its /etc/hosts bind, its /tmp). Without the mount there are no
+    filesystem series at all. Where this machine's own root is a private mount (a container
+    running the tests), Docker refuses rslave; a server's root is shared (systemd makes it
+    so at boot), so that one option is then dropped here, and said."""
+    image = "selextract/node-exporter:1"
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
+        pytest.fail(f"{image} missing: scripts/build-images.sh builds it")
+    (spec,) = [s for s in _exporters("Pulumi.phase4.yaml") if s.host == "minio-01"]
+
+    def run(propagation: bool) -> subprocess.CompletedProcess[str]:
+        args = ["docker", "run", "-d", "--read-only", "-p", "127.0.0.1::9100"]
+        args += [a for path in spec.tmpfs for a in ("--tmpfs", path)]
+        args += ["--pid", "host"] if spec.pid_host else []
+        for m in spec.host_mounts:
+            options = [f"type=bind,source={m.source},target={m.target}"]
+            options += ["readonly"] if m.read_only else []
+            options += [f"bind-propagation={m.propagation}"] if m.propagation and propagation else []
+            args += ["--mount", ",".join(options)]
+        return subprocess.run([*args, image, *spec.command], capture_output=True, text=True, timeout=60)
+
+    started = run(propagation=True)
+    if "not a shared or slave mount" in started.stderr:
+        print("this machine's / is a private mount: rslave dropped for this run")
+        started = run(propagation=False)
+    assert started.returncode == 0, started.stderr
+    container = started.stdout.strip()
+    try:
+        port = (
+            subprocess.run(["docker", "port", container, "9100"], capture_output=True, text=True, check=True)
+            .stdout.split(":")[-1]
+            .strip()
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "node-exporter did not answer"
+                time.sleep(0.5)
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+    mounts = dict(
+        re.findall(r'^node_filesystem_avail_bytes\{[^}]*fstype="([^"]+)",mountpoint="([^"]+)"', metrics, re.M)
+    )
+    points = {m for _, m in re.findall(r'fstype="([^"]+)",mountpoint="([^"]+)"', metrics)}
+    assert "/" in points and mounts, "the host's root is reported"
+    assert not {p for p in points if p.startswith(("/host", "/etc/host", "/etc/resolv"))}, points
+    assert "/tmp" not in points, "the container's own tmpfs is not the host's"
