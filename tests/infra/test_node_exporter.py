@@ -173,10 +173,7 @@ def test_the_specced_exporter_reports_the_host_filesystems() -> None:
                 time.sleep(0.5)
     finally:
         subprocess.run(["docker", "rm", "-f", container], capture_output=True)
-    mounts = dict(
-        re.findall(r'^node_filesystem_avail_bytes\{[^}]*fstype="([^"]+)",mountpoint="([^"]+)"', metrics, re.M)
-    )
-    points = {m for _, m in re.findall(r'fstype="([^"]+)",mountpoint="([^"]+)"', metrics)}
-    assert "/" in points and mounts, "the host's root is reported"
+    points = set(re.findall(r'^node_filesystem_avail_bytes\{[^}]*mountpoint="([^"]+)"', metrics, re.M))
+    assert "/" in points, f"the host's root is reported: {points}"
     assert not {p for p in points if p.startswith(("/host", "/etc/host", "/etc/resolv"))}, points
     assert "/tmp" not in points, "the container's own tmpfs is not the host's"
