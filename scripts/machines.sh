@@ -7,7 +7,7 @@
 # See docs/machines.md.
 #
 # Usage: scripts/machines.sh COMMAND [ARGS]
-#   up N [--prefix P] [--user-data DIR] [--insecure-registry ADDR]... [--registry-ca ADDR=FILE]...
+#   up N [--prefix P] [--user-data DIR] [--insecure-registry ADDR|CIDR]... [--registry-ca ADDR=FILE]...
 #        [--wait-cloud-init] [--timeout SECONDS]
 #                     machines P-1 .. P-N (default prefix sxm) created if missing, booted, and
 #                     waited for until SSH answers. DIR/<name>.yaml is a machine's cloud-init
@@ -244,7 +244,8 @@ cmd_up() {
   [[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "--timeout needs seconds (got '$TIMEOUT')"
   [ -z "$userdata_dir" ] || [ -d "$userdata_dir" ] || die "--user-data '$userdata_dir' is not a directory"
   for i in ${REGISTRIES[@]+"${REGISTRIES[@]}"}; do
-    [[ $i =~ ^[A-Za-z0-9.-]+(:[0-9]+)?$ ]] || die "--insecure-registry '$i' is not HOST[:PORT]"
+    [[ $i =~ ^[A-Za-z0-9.-]+(:[0-9]+)?$ || $i =~ ^[0-9.]+/[0-9]{1,2}$ ]] ||
+      die "--insecure-registry '$i' is not HOST[:PORT] or a CIDR"
   done
   for i in ${CAS[@]+"${CAS[@]}"}; do
     [[ ${i%%=*} =~ ^[A-Za-z0-9.-]+(:[0-9]+)?$ && $i == *=* ]] || die "--registry-ca '$i' is not HOST[:PORT]=FILE"

@@ -4,8 +4,9 @@ One bed of two machines for the module, in its own state dir (its own SSH key): 
 gets cloud-init user-data (a Hetzner-like server), `sxtest-2` none (a Robot box). Checked
 the way the multi-host tests use the bed: root SSH with the bed's key on the public address,
 each machine's own Docker engine running an image imported into it, the private network
-between machines (also from an inner container), cloud-init's result, a power cut and a
-boot, and `down` leaving no container, volume or network behind.
+between machines (also from an inner container), an image pushed by one machine's engine
+to a registry on the private network and pulled by the other's, cloud-init's result, a
+power cut and a boot, and `down` leaving no container, volume or network behind.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "machines.sh"
 PREFIX = "sxtest"
 LABEL = "selextract.machine"
+REGISTRY_IMAGE = "selextract/registry:2"
+REGISTRY = f"{PREFIX}-registry"
 USER_DATA = """#cloud-config
 write_files:
   - path: /etc/selextract-testbed
@@ -78,19 +81,28 @@ def tiny_image_tar() -> bytes:
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         pytest.fail("the machine test bed needs a running Docker engine (scripts/setup-docker.sh)")
+    if subprocess.run(["docker", "image", "inspect", REGISTRY_IMAGE], capture_output=True).returncode != 0:
+        pytest.fail(f"{REGISTRY_IMAGE} missing (scripts/build-images.sh registry)")
     tmp = tmp_path_factory.mktemp("machines")
     env = {**os.environ, "SELEXTRACT_STATE": str(tmp / "state")}
     seeds = tmp / "user-data"
     seeds.mkdir()
     (seeds / f"{PREFIX}-1.yaml").write_text(USER_DATA)
-    run("down", "--prefix", PREFIX, env=env)  # leftovers of an interrupted run
+    subprocess.run(["docker", "rm", "-f", "-v", REGISTRY], capture_output=True)  # leftovers of an
+    run("down", "--prefix", PREFIX, env=env)  # interrupted run
     try:
-        run("up", "2", "--prefix", PREFIX, "--user-data", str(seeds), env=env, timeout=900)
+        run("up", "2", "--prefix", PREFIX, "--user-data", str(seeds), "--insecure-registry", "10.0.1.0/24", env=env,
+            timeout=900)  # fmt: skip
         info = json.loads(run("env", env=env))
+        # an open registry on the private network only, at an address of the network's dynamic range
+        docker("run", "-d", "--name", REGISTRY, "--network", info["networks"]["private"]["name"], REGISTRY_IMAGE)
+        ip = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", REGISTRY).strip()
+        info["registry"] = f"{ip}:5000"
         info["by_name"] = {m["name"]: m for m in info["machines"] if m["prefix"] == PREFIX}  # not other beds
         info["env"] = env
         yield info
     finally:
+        subprocess.run(["docker", "rm", "-f", "-v", REGISTRY], capture_output=True)
         run("down", "--prefix", PREFIX, env=env)
 
 
@@ -128,6 +140,17 @@ def test_private_addresses_reach_each_other_also_from_inner_containers(bed: dict
     assert out == "SSH-"
 
 
+def test_inner_engines_pull_from_a_registry_on_the_private_network(bed: dict) -> None:
+    image = f"{bed['registry']}/sxtest/tiny:1"
+    ready = (
+        f"for i in $(seq 60); do curl -fsS -o /dev/null http://{bed['registry']}/v2/ && exit 0; sleep 0.5; done; exit 1"
+    )
+    ssh(bed, f"{PREFIX}-1", ready)
+    ssh(bed, f"{PREFIX}-1", f"docker import - {image} && docker push -q {image}", stdin=tiny_image_tar())
+    out = ssh(bed, f"{PREFIX}-2", f"docker pull -q {image} && docker run --rm {image} /bin/bash -c 'echo pulled'")
+    assert out.splitlines()[-1] == "pulled"
+
+
 def test_cloud_init_runs_the_seed_and_a_machine_without_one_has_it_disabled(bed: dict) -> None:
     status = ssh(bed, f"{PREFIX}-1", "cloud-init status --wait --long", timeout=300)
     assert "status: done" in status, status
@@ -154,6 +177,7 @@ def test_kill_cuts_the_power_and_start_boots_from_the_same_disk(bed: dict) -> No
 
 def test_down_leaves_nothing_behind(bed: dict) -> None:
     names = list(bed["by_name"])
+    docker("rm", "-f", "-v", REGISTRY)  # the test's own container on the private network
     run("down", "--prefix", PREFIX, env=bed["env"])
     assert docker("ps", "-aq", "--filter", f"label={LABEL}.prefix={PREFIX}") == ""
     for name in names:
