@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from bench.deploy_mock import STACK_FILE, extra_config
+from bench.deploy_mock import extra_config
 from bench.measure import run_measured
 from tests.e2e.stack import PASSPHRASE, ROOT, pulumi_bin
 
@@ -36,18 +36,27 @@ def mock_run(servers: int, timeout: float = 900, stack: str = "phase4", program:
     return data
 
 
-def preview_run(servers: int, timeout: float = 1200) -> dict[str, Any]:
+def preview_run(
+    servers: int, timeout: float = 1200, stack: str = "phase4", program: Path | None = None
+) -> dict[str, Any]:
+    """`program`: another program file to preview instead of stacks/__main__.py."""
     if pulumi_bin() is None:
         return {"servers": servers, "error": "no pulumi CLI (make setup)"}
+    stack_file = ROOT / f"Pulumi.{stack}.yaml"
     with tempfile.TemporaryDirectory(prefix=f"bench-preview-{servers}-") as tmp:
         wd = Path(tmp)
         (wd / "state").mkdir()
+        main = ROOT / "stacks"
+        if program is not None:
+            main = wd / "program"
+            main.mkdir()
+            (main / "__main__.py").write_text(program.read_text())
         project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
-        project["main"] = str(ROOT / "stacks")
+        project["main"] = str(main)
         project["runtime"]["options"]["virtualenv"] = str(ROOT / ".venv")
         (wd / "Pulumi.yaml").write_text(yaml.safe_dump(project))
-        config = yaml.safe_load(STACK_FILE.read_text())["config"]
-        config.update(extra_config(servers))
+        config = yaml.safe_load(stack_file.read_text())["config"]
+        config.update(extra_config(servers, stack_file))
         name = f"preview{servers}"
         (wd / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump({"config": config}))
         env = dict(

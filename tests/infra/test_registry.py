@@ -23,8 +23,10 @@ from infra.images import PUSH_EXIT, SshTarget, is_local_build, load_script, push
 from infra.specs.context import SpecContext
 from infra.specs.registry import HTPASSWD_PATH, HTPASSWD_SECRET, REGISTRY_PORT, Registry, registry_for, registry_specs
 from infra.topology import Role, plan
+from policies.rules import Context, check_stack
 from tests.infra import pulumi_harness
 from tests.infra.pulumi_harness import ROOT, ProgramRun, RecordingMocks, run_program
+from tests.policies.stacks import as_resources, run_marked
 
 MULTI_HOST = [p.name for p in sorted(ROOT.glob("Pulumi.*.yaml")) if load_stack_file(p).target != "local"]
 HETZNER = [s for s in MULTI_HOST if load_stack_file(ROOT / s).target == "hetzner"]
@@ -258,9 +260,10 @@ VARIANTS = {"": (None, None), "external": (EXTERNAL, EXTERNAL_SECRET), "local-im
 
 
 @cache
-def program(stack: str, variant: str = "") -> ProgramRun:
+def program(stack: str, variant: str = "", marked: bool = False) -> ProgramRun:
     """`variant`: "" as the stack file says, "external" with an external registry,
-    "local-images" with service images built here (as on the machine test bed)."""
+    "local-images" with service images built here (as on the machine test bed).
+    `marked`: secret inputs recorded as the policy pack sees them."""
     overrides, secrets = VARIANTS[variant]
     original_program, original_call = pulumi_harness.PROGRAM, RecordingMocks.call
 
@@ -270,7 +273,8 @@ def program(stack: str, variant: str = "") -> ProgramRun:
     pulumi_harness.PROGRAM = _program()
     RecordingMocks.call = call  # type: ignore[method-assign]
     try:
-        return run_program(_stack_file(stack, overrides, secrets), secret_values=secrets)
+        run = run_marked if marked else run_program
+        return run(_stack_file(stack, overrides, secrets), secret_values=secrets)
     finally:
         pulumi_harness.PROGRAM, RecordingMocks.call = original_program, original_call  # type: ignore[method-assign]
 
@@ -372,6 +376,21 @@ def test_registry_password_is_only_ever_a_secret(stack: str) -> None:
         assert htpasswd and all(secret for _, _, _, secret, _ in htpasswd)
 
 
+@pytest.mark.parametrize(("stack", "variant"), [("Pulumi.phase2.yaml", ""), ("Pulumi.phase3.yaml", "external"),
+                                                ("Pulumi.phase2.yaml", "local-images")])  # fmt: skip
+def test_policy_pack_accepts_the_registry_resources(stack: str, variant: str) -> None:
+    overrides, secrets = VARIANTS[variant]
+    ctx = Context(stack=yaml.safe_load(_stack_file(stack, overrides, secrets).read_text())["config"])
+    resources = as_resources(program(stack, variant, marked=True), stack.removeprefix("Pulumi.").removesuffix(".yaml"))
+    ours = {
+        r.urn for r in resources if r.name.startswith("images-") or r.name.endswith(("-registry", "-registry-data"))
+    }
+    assert len(ours) >= 4
+    stack_rules = {v.message for found in check_stack(resources, ctx).values() for v in found if v.urn is None}
+    assert [v for found in check_stack(resources, ctx).values() for v in found if v.urn in ours] == []
+    assert not [m for m in stack_rules if "registry" in m or "images-" in m]
+
+
 def test_local_target_builds_on_its_engine_with_no_registry() -> None:
     run = program("Pulumi.local.yaml")
     assert sorted(r.name for r in run.of_type(IMAGE)) == ["images-local-app", "images-local-worker"]
@@ -385,4 +404,8 @@ def test_providers_pull_with_the_registry_login_once_wired() -> None:
         pytest.skip("not wired yet: fleet_for(..., registry_auth=registry_auth(settings, the_plan, secrets))")
     run = program("Pulumi.phase2.yaml")
     hosts = [r for r in run.of_type("pulumi:providers:docker") if r.name != "images-local-docker"]
-    assert hosts and all(r.inputs["registryAuth"][0]["address"] == "10.0.1.10:5000" for r in hosts)
+    for provider in hosts:  # provider inputs reach the engine as JSON text
+        auth = provider.inputs.get("registryAuth")
+        (login,) = json.loads(auth) if isinstance(auth, str) else auth or [None]
+        assert login and login["address"] == "10.0.1.10:5000" and login["username"] == "selextract"
+    assert hosts and not [x for x in run.leaf_inputs if x[2].startswith(".registryAuth") and not x[3]]
