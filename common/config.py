@@ -138,6 +138,25 @@ class Settings(BaseSettings):
         description="robots.txt bytes admitted to Redis per ROBOTS_CACHE_SECONDS window (live: at most twice this)",
     )
 
+    # --- per-URL budgets (what one page may cost a worker; see app/README.md) ----------
+    scraper_fetch_budget: float = Field(
+        default=120.0, gt=0, description="Seconds to download one URL in all (redirects included): url_budget_exceeded"
+    )
+    scraper_extract_seconds: float = Field(
+        default=10.0, gt=0, description="Wall-clock and CPU seconds to extract one page: extraction_timeout"
+    )
+    scraper_extract_processes: int = Field(default=2, ge=1, description="Extraction helpers per worker process")
+    scraper_extract_memory_mb: int = Field(default=1024, ge=256, description="Address space of one helper")
+    scraper_max_result_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, description="Extracted data (JSON) per page: result_too_large"
+    )
+    scraper_max_task_result_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Extracted data per task, shared out evenly over its URLs"
+    )
+    results_retention_days: int = Field(
+        default=30, ge=0, description="Finished tasks and their results are deleted this long after; 0 = never"
+    )
+
     # --- worker -------------------------------------------------------------------------
     worker_concurrency: int = Field(default=2, ge=1)
     worker_prefetch_multiplier: int = Field(default=1, ge=1)

@@ -3,6 +3,13 @@
 The rule models are the API's request schema, so a bad selector is rejected when the
 task is submitted, with the field path and the selector in the message; the worker
 applies the very same models to fetched pages with parsel (lxml + cssselect).
+
+Selectors are checked without running them (a selector's cost on a page can be exponential,
+so running one in the API would let a request freeze it): CSS is translated to XPath, the
+XPath is compiled, and its function calls are read from its tokens. Only XPath 1.0 functions
+(and parsel's ``has-class``) exist here: the EXSLT namespaces parsel maps by default (``re:``
+regular expressions, whose backtracking can take exponential time, and ``set:``) are not
+mapped. Pages are extracted in the worker's helper processes, which bound time and memory.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal
 from urllib.parse import urljoin
 
+from lxml import etree
 from parsel import Selector, SelectorList
+from parsel.csstranslator import css2xpath
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -32,21 +41,126 @@ from pydantic import (
 FIELD_NAME = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 MAX_DEPTH = 4
 MAX_FIELDS = 100
-_PROBE = Selector(text="<html><body><p class='x'>probe</p></body></html>")
 _SPACES = re.compile(r"\s+")
+# pydantic validation context of rules read back from the database: checked at submit time
+STORED = {"stored_rules": True}
+
+
+class PageSelector(Selector):
+    """parsel's Selector without the EXSLT namespaces (``re:``, ``set:``) it maps by default."""
+
+    _default_namespaces: dict[str, str] = {}  # noqa: RUF012 (parsel's class attribute)
+
+
+# XPath 1.0 core functions (and parsel's has-class) -> (min, max) argument count
+FUNCTIONS: dict[str, tuple[int, float]] = {
+    **dict.fromkeys(["last", "position", "true", "false"], (0, 0)),
+    **dict.fromkeys(["count", "id", "boolean", "not", "lang", "sum", "floor", "ceiling", "round"], (1, 1)),
+    **dict.fromkeys(["local-name", "namespace-uri", "name", "string", "string-length", "normalize-space"], (0, 1)),
+    **dict.fromkeys(["starts-with", "contains", "substring-before", "substring-after"], (2, 2)),
+    "number": (0, 1),
+    "concat": (2, float("inf")),
+    "substring": (2, 3),
+    "translate": (3, 3),
+    "has-class": (1, float("inf")),
+}
+_NODE_TYPES = {"comment", "text", "processing-instruction", "node"}
+_OPERATOR_NAMES = {"and", "or", "mod", "div"}
+_NCNAME = r"[^\W\d][\w.-]*"
+# XPath 1.0 lexical structure (section 3.7); anything else is left to lxml's compiler
+_XPATH_TOKEN = re.compile(
+    rf"""\s*(?:
+      (?P<literal>"[^"]*"|'[^']*')
+    | (?P<number>\d+(?:\.\d*)?|\.\d+)
+    | (?P<variable>\$\s*{_NCNAME}(?::{_NCNAME})?)
+    | (?P<name>{_NCNAME}(?::(?:{_NCNAME}|\*))?)
+    | (?P<punct>::|\.\.|//|!=|<=|>=|[()\[\].@,/|+=<>*-])
+    )""",
+    re.VERBOSE,
+)
+_CALL = re.compile(r"\s*\(")
+# after these tokens a name is a name test or function and '*' a wildcard, not an operator
+_OPERAND_FOLLOWS = {None, "@", "::", "(", "[", ",", "/", "//", "|", "+", "-", "=", "!=", "<", "<=", ">", ">="}
+
+
+def _function_problem(name: str, args: int) -> str | None:
+    if ":" in name:
+        prefix = name.split(":", 1)[0]
+        if prefix == "re":
+            return (
+                f"regular-expression functions such as {name}() are not supported (a pattern can take "
+                "exponential time on a page); use contains(), starts-with(), substring-before()/-after(), "
+                "translate() or CSS attribute selectors, and filter the extracted values yourself"
+            )
+        return f"extension function {name}() is not supported: only XPath 1.0 functions are available"
+    if name not in FUNCTIONS:
+        return f"unknown XPath function {name}()"
+    low, high = FUNCTIONS[name]
+    if not low <= args <= high:
+        wanted = f"{low}" if low == high else (f"at least {low}" if high == float("inf") else f"{low} to {int(high)}")
+        return f"{name}() takes {wanted} argument(s), got {args}"
+    return None
+
+
+def xpath_problem(xpath: str) -> str | None:
+    """What makes a compilable XPath unusable here (an unknown or extension function, a
+    variable), read from its tokens; None when it is fine. Never evaluates it."""
+    prev: str | None = None  # the previous token, operators and punctuation by their text
+    stack: list[list[Any]] = []  # open '(' / '[': [function name or None, commas, empty]
+    pos = 0
+    while pos < len(xpath):
+        match = _XPATH_TOKEN.match(xpath, pos)
+        if match is None or match.end() == pos:
+            break  # trailing whitespace or something lxml accepted that we do not tokenize
+        pos = match.end()
+        kind, text = match.lastgroup, match.group(match.lastgroup or 0)
+        if stack and stack[-1][2] and text != ")":
+            stack[-1][2] = False
+        if kind == "variable":
+            return f"variables ({text.replace(' ', '')}) are not supported"
+        if kind == "name":
+            operand_expected = prev in _OPERAND_FOLLOWS or prev in _OPERATOR_NAMES or prev == "*op"
+            if not operand_expected and text in _OPERATOR_NAMES:
+                prev = text
+                continue
+            call = _CALL.match(xpath, pos)
+            if call and text not in _NODE_TYPES:
+                pos = call.end()
+                stack.append([text, 0, True])
+                prev = "("
+                continue
+            if ":" in text and not text.startswith("xml:"):
+                return f"namespace prefix {text.split(':', 1)[0]!r} is not defined (no prefixes are)"
+        elif text == "*" and not (prev in _OPERAND_FOLLOWS or prev in _OPERATOR_NAMES or prev == "*op"):
+            prev = "*op"  # multiplication
+            continue
+        elif text in ("(", "["):
+            stack.append([None, 0, False])
+        elif text == "," and stack:
+            stack[-1][1] += 1
+        elif text in (")", "]") and stack:
+            name, commas, empty = stack.pop()
+            if name is not None:
+                problem = _function_problem(name, 0 if empty else commas + 1)
+                if problem:
+                    return problem
+        prev = text if kind == "punct" else kind
+    return None
 
 
 def check_selector(selector: str, kind: Literal["css", "xpath"]) -> None:
-    """Raise ValueError naming the selector when parsel cannot compile and run it."""
+    """Raise ValueError naming the selector when it does not compile or calls a function
+    that is not available; the selector is not run (see the module docstring)."""
+    label = "CSS" if kind == "css" else "XPath"
     try:
-        if kind == "css":
-            _PROBE.css(selector)
-        else:
-            _PROBE.xpath(selector)
+        xpath = css2xpath(selector) if kind == "css" else selector
+        etree.XPath(xpath)
     except Exception as exc:  # cssselect and lxml raise a handful of unrelated types
-        label = "CSS" if kind == "css" else "XPath"
         reason = str(exc).removeprefix("XPath error: ") or type(exc).__name__
         raise ValueError(f"invalid {label} selector {selector!r}: {reason}") from None
+    problem = xpath_problem(xpath)
+    if problem:
+        raise ValueError(f"invalid {label} selector {selector!r}: {problem}")
 
 
 def _named_keys(schema: dict[str, Any], *_: Any) -> None:
@@ -92,7 +206,8 @@ class FieldRule(BaseModel):
     @field_validator("selector")
     @classmethod
     def _compile(cls, value: str, info: ValidationInfo) -> str:
-        check_selector(value, info.data.get("type", "css"))
+        if not _stored(info):
+            check_selector(value, info.data.get("type", "css"))
         return value
 
     @model_validator(mode="after")
@@ -104,8 +219,13 @@ class FieldRule(BaseModel):
         return self
 
 
-def _css_shorthand(value: str) -> str:
-    check_selector(value, "css")
+def _stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored_rules"))
+
+
+def _css_shorthand(value: str, info: ValidationInfo) -> str:
+    if not _stored(info):
+        check_selector(value, "css")
     return value
 
 
@@ -153,9 +273,16 @@ class ExtractionRules(RootModel[dict[FieldName, RuleOrSelector]]):
     def fields(self) -> dict[str, FieldRule | str]:
         return self.root
 
+    @classmethod
+    def stored(cls, value: Any) -> ExtractionRules:
+        """Rules read back from a task: they were checked when it was submitted, and rules
+        accepted then keep working (or fail per page) even if the checks have grown since."""
+        return cls.model_validate(value, context=STORED)
+
 
 def as_rule(rule: FieldRule | str) -> FieldRule:
-    return rule if isinstance(rule, FieldRule) else FieldRule(selector=rule)
+    """The rule of a shorthand, which was checked with the rules that hold it."""
+    return rule if isinstance(rule, FieldRule) else FieldRule.model_validate({"selector": rule}, context=STORED)
 
 
 def walk(fields: dict[str, FieldRule | str], depth: int = 1) -> Iterator[tuple[int, str, FieldRule]]:
@@ -169,13 +296,40 @@ def walk(fields: dict[str, FieldRule | str], depth: int = 1) -> Iterator[tuple[i
 # --- applying rules ---------------------------------------------------------------------
 
 
+class ResultTooLarge(ValueError):
+    """A page's extracted data is over its size limit (nothing of it is kept)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the data extracted from this page is larger than the {limit} bytes allowed per page")
+        self.limit = limit
+
+
+class _Output:
+    """Counts the characters of the values extracted so far, so an oversized result stops
+    early instead of being built whole (nested elements repeat their text: a 200 KB page
+    can give 50 MB). Characters never exceed the UTF-8 JSON bytes, so the count is a lower
+    bound of the serialised size; the exact check is on the serialised data."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def add(self, size: int) -> None:
+        self.used += size
+        if self.limit is not None and self.used > self.limit:
+            raise ResultTooLarge(self.limit)
+
+
 def _clean(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def _value(match: Selector, rule: FieldRule, base_url: str) -> Any:
+def _value(match: Selector, rule: FieldRule, base_url: str, out: _Output) -> Any:
     root = match.root
     if isinstance(root, bool | int | float):  # XPath functions such as count()
+        out.add(8)
         return root
     if isinstance(root, str):  # text nodes and attributes (::text, ::attr(), /@href, text())
         value: str | None = _clean(root)
@@ -188,6 +342,7 @@ def _value(match: Selector, rule: FieldRule, base_url: str) -> Any:
         value = _clean(" ".join(match.xpath(".//text()").getall()))
     if value is not None and rule.absolute:
         value = urljoin(base_url, value)
+    out.add(len(value) + 3 if value is not None else 4)
     return value
 
 
@@ -195,19 +350,25 @@ def _select(scope: Selector, rule: FieldRule) -> SelectorList[Selector]:
     return scope.css(rule.selector) if rule.type == "css" else scope.xpath(rule.selector)
 
 
-def _apply(scope: Selector, rule: FieldRule, base_url: str) -> Any:
+def _apply(scope: Selector, rule: FieldRule, base_url: str, out: _Output) -> Any:
     matches = _select(scope, rule)
+    if not rule.many:
+        matches = matches[:1]
     if rule.fields:
-        objects = [_apply_fields(m, rule.fields, base_url) for m in matches]
+        objects = [_apply_fields(m, rule.fields, base_url, out) for m in matches]
         return objects if rule.many else (objects[0] if objects else None)
-    values = [_value(m, rule, base_url) for m in matches]
+    values = [_value(m, rule, base_url, out) for m in matches]
     return values if rule.many else (values[0] if values else None)
 
 
 def _apply_fields(
-    scope: Selector, fields: dict[str, FieldRule] | dict[str, FieldRule | str], base_url: str
+    scope: Selector, fields: dict[str, FieldRule] | dict[str, FieldRule | str], base_url: str, out: _Output
 ) -> dict[str, Any]:
-    return {name: _apply(scope, as_rule(rule), base_url) for name, rule in fields.items()}
+    result = {}
+    for name, rule in fields.items():
+        out.add(len(name) + 4)
+        result[name] = _apply(scope, as_rule(rule), base_url, out)
+    return result
 
 
 class PreparedRules:
@@ -237,10 +398,13 @@ def prepare(rules: ExtractionRules | PreparedRules) -> PreparedRules:
     return rules if isinstance(rules, PreparedRules) else PreparedRules(rules)
 
 
-def extract(html: str, url: str, rules: ExtractionRules | PreparedRules) -> dict[str, Any]:
-    """Apply every rule to a page; missing matches give None (or [] for lists)."""
-    page = Selector(text=html, base_url=url)
-    return _apply_fields(page, prepare(rules).fields, url)
+def extract(
+    html: str, url: str, rules: ExtractionRules | PreparedRules, max_chars: int | None = None
+) -> dict[str, Any]:
+    """Apply every rule to a page; missing matches give None (or [] for lists). Raises
+    ResultTooLarge once the values pass ``max_chars`` characters."""
+    page = PageSelector(text=html, base_url=url)
+    return _apply_fields(page, prepare(rules).fields, url, _Output(max_chars))
 
 
 def item_count(data: dict[str, Any], rules: ExtractionRules | PreparedRules) -> int:

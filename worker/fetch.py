@@ -79,10 +79,93 @@ class Page:
     redirects: list[str] = field(default_factory=list)
 
 
+# --- per-URL time budget -----------------------------------------------------------------
+
+_budget = threading.local()
+
+
+def _capped(timeout: float | None, error: type[Exception]) -> float | None:
+    """A socket wait, shortened to what is left of the current URL's budget (``url_budget``).
+
+    httpx's timeouts are per read, so a body (or headers) trickled a byte at a time never
+    trips them; every read, write and connect here stops at the URL's deadline instead."""
+    deadline = getattr(_budget, "deadline", None)
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error("the URL's time budget is spent")
+    return left if timeout is None else min(timeout, left)
+
+
+def budget_spent() -> bool:
+    deadline = getattr(_budget, "deadline", None)
+    return deadline is not None and time.monotonic() >= deadline - 0.01
+
+
+@contextmanager
+def url_budget(seconds: float) -> Iterator[None]:
+    """One deadline for every request made inside (redirects, robots.txt), in this thread."""
+    outer = getattr(_budget, "deadline", None)
+    _budget.deadline = outer if outer is not None else time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _budget.deadline = outer
+
+
+@contextmanager
+def _excused(since: float) -> Iterator[None]:
+    """Time waited since ``since`` (a politeness slot) is not charged to the URL's budget."""
+    if getattr(_budget, "deadline", None) is not None:
+        _budget.deadline += time.monotonic() - since
+    yield
+
+
+class BudgetStream(httpcore.NetworkStream):
+    """A connection whose waits end at the current URL's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _capped(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _capped(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        inner = self._inner.start_tls(ssl_context, server_hostname, _capped(timeout, httpcore.ConnectTimeout))
+        return BudgetStream(inner)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class BudgetBackend(httpcore.SyncBackend):
+    """httpcore's socket backend with every wait capped by the URL's budget."""
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        timeout = _capped(timeout, httpcore.ConnectTimeout)
+        return BudgetStream(super().connect_tcp(host, port, timeout, local_address, socket_options))
+
+
 # --- SSRF-safe transport ----------------------------------------------------------------
 
 
-class GuardedBackend(httpcore.SyncBackend):
+class GuardedBackend(BudgetBackend):
     """Resolve, check, then connect to the checked address: no DNS-rebinding window."""
 
     def __init__(self, policy: NetworkPolicy) -> None:
@@ -462,6 +545,8 @@ class Fetcher:
                     if proxy is None
                     else httpx.HTTPTransport(proxy=proxy, limits=self.limits)
                 )
+                if proxy is not None:  # httpx takes no backend argument; its proxy pool has one
+                    transport._pool._network_backend = BudgetBackend()  # type: ignore[attr-defined]
                 client = httpx.Client(
                     transport=transport,
                     headers={
@@ -488,7 +573,7 @@ class Fetcher:
                 "URLs with a user name or password (user:password@host) are not fetched: "
                 "credentials would reach logs and caches",
             )
-        with observe_fetch("render" if options.render_js else "http"):
+        with observe_fetch("render" if options.render_js else "http"), url_budget(self.settings.scraper_fetch_budget):
             if options.render_js:
                 return self._render(url, options)
             return self.get(url, options, max_bytes=self.settings.scraper_max_page_bytes, robots=options.respect_robots)
@@ -544,11 +629,13 @@ class Fetcher:
         client = self._client(proxy)
         domain = (urlsplit(url).hostname or "").lower()
         timeout = httpx.Timeout(options.timeout, connect=min(options.timeout, 10.0))
+        waiting = time.monotonic()
         try:
             with (
                 self.limiter.slot(
                     domain, lease_seconds=options.timeout + 5, max_wait=self.settings.task_soft_time_limit
                 ),
+                _excused(waiting),
                 client.stream("GET", url, timeout=timeout) as response,
             ):
                 if response.status_code in REDIRECTS and "location" in response.headers:
@@ -568,6 +655,12 @@ class Fetcher:
         except ForbiddenTarget as exc:
             raise FetchError("forbidden_address", str(exc)) from None
         except httpx.TimeoutException as exc:
+            if budget_spent():
+                raise FetchError(
+                    "url_budget_exceeded",
+                    f"the URL took longer than the {self.settings.scraper_fetch_budget:g}s allowed to download it "
+                    "(all its requests together)",
+                ) from None
             raise FetchError(
                 "timeout", f"timed out after {options.timeout:g}s ({type(exc).__name__})", retryable=True
             ) from None

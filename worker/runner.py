@@ -37,11 +37,11 @@ from sqlalchemy.orm import Session
 from common import accounting
 from common.config import Settings
 from common.db import get_engine, session_scope
-from common.extraction import ExtractionRules, PreparedRules, extract, item_count
 from common.models import Task, TaskState, TaskUrl, UrlState
 from common.results import page_key
 from common.storage import Storage, StorageError
 from worker import attempts
+from worker.extractor import ExtractionFailed, ExtractorPool, get_pool
 from worker.fetch import Fetcher, FetchError, FetchOptions
 
 log = logging.getLogger(__name__)
@@ -242,10 +242,13 @@ def now() -> datetime:
 
 
 class TaskRunner:
-    def __init__(self, settings: Settings, storage: Storage, fetcher: Fetcher) -> None:
+    def __init__(
+        self, settings: Settings, storage: Storage, fetcher: Fetcher, extractor: ExtractorPool | None = None
+    ) -> None:
         self.settings = settings
         self.storage = storage
         self.fetcher = fetcher
+        self.extractor = extractor or get_pool(settings)
 
     def run(self, task_id: uuid.UUID) -> Outcome:
         owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
@@ -298,9 +301,12 @@ class _Run:
         self.settings = runner.settings
         self.storage = runner.storage
         self.fetcher = runner.fetcher
+        self.extractor = runner.extractor
         self.task_id = task_id
         self.owner = owner
-        self.rules = PreparedRules(ExtractionRules.model_validate(claimed["rules"]))  # shorthands validated once
+        # applied by the extraction helpers (worker/extractor.py), which parse them once
+        self.rules_json = json.dumps(claimed["rules"], sort_keys=True)
+        self.max_result_bytes = self.settings.scraper_max_result_bytes
         self.options: dict[str, Any] = claimed["options"]
         self.attempt: int = claimed["attempts"]
         self.lost_runs: int = claimed.get("lost_runs", 0)
@@ -392,9 +398,17 @@ class _Run:
             ).all()
         return [UrlJob(r.id, r.position, r.url, r.attempts) for r in rows]
 
+    def _result_cap(self) -> int:
+        """Bytes of extracted data one page may store: the per-page limit, or the task's
+        share of the per-task limit if smaller (so a download stays bounded)."""
+        with session_scope(self.settings) as session:
+            urls = session.scalar(select(Task.url_count).where(Task.id == self.task_id)) or 1
+        return min(self.settings.scraper_max_result_bytes, self.settings.scraper_max_task_result_bytes // urls)
+
     def _process(self, jobs: list[UrlJob]) -> None:
         if not jobs:
             return
+        self.max_result_bytes = self._result_cap()
         workers = min(self.settings.scraper_concurrency, len(jobs))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"fetch-{str(self.task_id)[:8]}")
         try:
@@ -414,23 +428,24 @@ class _Run:
     def _one(self, job: UrlJob) -> None:
         if self.stop.is_set():
             return
+        page = None
         try:
             page = self.fetcher.fetch(job.url, self.fetch_options)
-            data = extract(page.text, page.final_url, self.rules)
-            record = {
+            extracted = self.extractor.extract(self.rules_json, page.text, page.final_url, self.max_result_bytes)
+            head = {
                 "url": job.url,
                 "final_url": page.final_url,
                 "status_code": page.status_code,
                 "fetched_at": now().isoformat(),
-                "data": data,
             }
-            self.storage.put(
-                page_key(self.task_id, job.position),
-                json.dumps(record, ensure_ascii=False).encode(),
-                "application/json",
-            )
+            # the record is {**head, "data": data}; the helper already serialised the data
+            record = json.dumps(head, ensure_ascii=False)[:-1].encode() + b', "data": ' + extracted.data + b"}"
+            self.storage.put(page_key(self.task_id, job.position), record, "application/json")
         except FetchError as exc:
             self._failed(job, exc.code, str(exc), exc.retryable, exc.status_code)
+            return
+        except ExtractionFailed as exc:  # the page's own doing: trying again would end the same way
+            self._failed(job, exc.code, str(exc), retryable=False, status_code=page.status_code if page else None)
             return
         except StorageError as exc:
             self._failed(job, "storage_error", str(exc), retryable=True)
@@ -448,7 +463,7 @@ class _Run:
                 "final_url": page.final_url,
                 "error_code": None,
                 "error": None,
-                "item_count": item_count(data, self.rules),
+                "item_count": extracted.item_count,
                 "content_bytes": page.size,
                 "elapsed_ms": page.elapsed_ms,
                 "fetched_at": func.now(),

@@ -103,7 +103,8 @@ class TaskUrlOut(BaseModel):
     status_code: int | None
     final_url: str | None
     error_code: str | None = Field(
-        description="robots_disallowed, forbidden_address, http_error, timeout, network_error, too_large, …"
+        description="robots_disallowed, forbidden_address, http_error, timeout, network_error, too_large, "
+        "url_budget_exceeded, extraction_timeout, result_too_large, selector_error, …"
     )
     error: str | None
     item_count: int | None
