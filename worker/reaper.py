@@ -6,6 +6,9 @@ without persistence). The database is the source of truth: every active task is 
 leased by a live run, waiting for its retry, or recently (re)queued; anything else gets a
 fresh message. Duplicates are harmless because runs take a lease first.
 Run it with ``python -m worker.reaper`` or let each worker run it every REAPER_INTERVAL s.
+
+The same thread deletes finished tasks and their results RESULTS_RETENTION_DAYS after they
+finished (``expire_results``, every RETENTION_INTERVAL), so result storage cannot grow forever.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from datetime import timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 
 from common.config import Settings, get_settings
 from common.db import session_scope
 from common.models import Task, TaskState
 from common.queue import enqueue_scrape, enqueue_webhook
 from common.redis_client import connect
+from common.results import task_prefix
+from common.storage import Storage, get_storage
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -139,6 +144,36 @@ def reap(settings: Settings) -> dict[str, int]:
     return {"tasks": len(task_ids), "webhooks": len(webhook_ids)}
 
 
+# Expired tasks are looked for this often (one worker does it), at most this many per sweep,
+# so a backlog (retention just turned on) is worked off without holding up the reaper.
+RETENTION_INTERVAL = 600
+RETENTION_BATCH = 2000
+_TERMINAL = [state for state in TaskState if state.terminal]
+
+
+def expire_results(settings: Settings, storage: Storage | None = None, limit: int = RETENTION_BATCH) -> int:
+    """Delete tasks that finished more than RESULTS_RETENTION_DAYS ago: result objects first,
+    then the rows (a storage failure leaves the row for the next sweep). The credit ledger
+    keeps its rows. Returns how many tasks were deleted."""
+    if not settings.results_retention_days:
+        return 0
+    storage = storage or get_storage()
+    expired = and_(
+        Task.state.in_(_TERMINAL),
+        Task.finished_at < func.now() - timedelta(days=settings.results_retention_days),
+    )
+    with session_scope(settings) as session:
+        task_ids = session.scalars(select(Task.id).where(expired).order_by(Task.finished_at).limit(limit)).all()
+    deleted = 0
+    for task_id in task_ids:
+        storage.delete_prefix(task_prefix(task_id))
+        with session_scope(settings) as session:
+            deleted += len(session.scalars(delete(Task).where(Task.id == task_id, expired).returning(Task.id)).all())
+    if deleted:
+        log.info("retention: deleted %d task(s) finished over %d days ago", deleted, settings.results_retention_days)
+    return deleted
+
+
 def _loop(settings: Settings) -> None:
     client = connect(settings.redis_url.get_secret_value())
     while not _stop.wait(settings.reaper_interval):
@@ -148,6 +183,11 @@ def _loop(settings: Settings) -> None:
                 reap(settings)
         except Exception:
             log.exception("reaper sweep failed")
+        try:
+            if client.set("selextract:retention", "1", nx=True, ex=RETENTION_INTERVAL):
+                expire_results(settings)
+        except Exception:
+            log.exception("retention sweep failed")
 
 
 def start_reaper_thread(settings: Settings) -> None:
@@ -161,4 +201,4 @@ def stop_reaper_thread() -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    print(reap(get_settings()))
+    print({**reap(get_settings()), "expired": expire_results(get_settings())})
