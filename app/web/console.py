@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from app.api.deps import SessionDep, get_db
+from app.api.deps import SessionDep, get_db, rate_limit
 from app.api.routes.account import account_view
 from app.core.security import csrf_ok
 from app.crud import api_keys, billing
@@ -151,6 +151,12 @@ def _messages(exc: ValidationError) -> list[str]:
 @router.post("/console/tasks")
 def submit_task(request: Request, session: SessionDep, user: ConsoleUser, form: FormData) -> Response:
     settings = get_settings()
+    try:  # the API's per-account limit, same counter: the form is another way to submit
+        rate_limit(user, session, Response())
+    except HTTPException as exc:
+        page = _dashboard(request, session, user, form=form, errors=[str(exc.detail)], status_code=exc.status_code)
+        page.headers.update(exc.headers or {})
+        return page
     try:
         body = TaskCreate.model_validate(_form_to_body(form))
         task, _created = crud.submit(session, settings, user, body)
@@ -168,7 +174,7 @@ def task_page(request: Request, task_id: uuid.UUID, session: SessionDep, user: C
     task = crud.get_for_user(session, user, task_id, with_urls=True)
     if task is None:
         return render(request, "error.html", {"message": "No such task."}, 404)
-    rules = ExtractionRules.model_validate(task.rules)
+    rules = ExtractionRules.stored(task.rules)
     storage = get_storage()
     rows: list[list[str]] = []
     for url in task.urls:
