@@ -165,7 +165,8 @@ def test_phase4_minio_cluster_spans_four_nodes() -> None:
     nodes = [r for r in run.of_type(CONTAINER) if "-objectstore-" in r.inputs["name"]]
     assert len(nodes) == 4
     assert {tuple(n.inputs["command"]) for n in nodes} == {
-        ("server", "http://phase4-minio-{01...04}:9000/data", "--console-address", ":9001")
+        # the nodes' own names (hostname + extra_hosts): tests/infra/test_objectstore_specs.py
+        ("server", "http://minio-{01...04}.internal:9000/data", "--console-address", ":9001")
     }
     volumes = run.of_type("hcloud:index/volume:Volume")
     assert Counter(v.inputs["labels"]["role"] for v in volumes)["objectstore"] == 4
