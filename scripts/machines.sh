@@ -65,7 +65,8 @@ PRIV24=$(net24 "$PRIVATE_SUBNET")
 
 need_docker() { docker info >/dev/null 2>&1 || die "no Docker engine (run scripts/setup-docker.sh first)"; }
 
-lock() { mkdir -p "$STATE"; exec 9>"$STATE/.lock"; flock 9; }
+# one lock for every bed on this machine (they share the networks and the address range)
+lock() { mkdir -p "$STATE"; exec 9>"${TMPDIR:-/tmp}/selextract-machines.lock"; flock 9; }
 
 machines() {  # machine names, optionally of one prefix, in name order
   local f=(--filter "label=$LABEL")
@@ -316,7 +317,9 @@ cmd_down() {
 cmd_status() {
   local m st ip port ssh mem
   need_docker
+  [ -n "$(machines)" ] || { log "no machines (start some: $0 up N)"; return 0; }
   declare -A MEM=()
+  # shellcheck disable=SC2046  # one name per word
   while read -r m mem; do MEM[$m]=$mem; done < <(docker stats --no-stream --format '{{.Name}} {{.MemUsage}}' $(machines) 2>/dev/null | awk '{print $1, $2}')
   printf '%-14s %-8s %-15s %-15s %-5s %-4s %s\n' NAME STATE PUBLIC PRIVATE PORT SSH MEMORY
   for m in $(machines); do
