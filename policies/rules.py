@@ -371,7 +371,9 @@ def _credentials_in(
         found.append((f"it follows the argument {previous}", value))
     if key == "content" and value:
         file = str(context.get("file") or "?")
-        lines = [m for m in _CONFIG_CREDENTIAL.findall(value) if not _is_reference(m)]
+        # comment lines are prose, and a value that is itself a flag (`--password-from-stdin`) is no credential
+        text = "\n".join(line for line in value.splitlines() if not line.lstrip().startswith(("#", ";")))
+        lines = [m for m in _CONFIG_CREDENTIAL.findall(text) if not _is_reference(m) and not m.startswith("-")]
         found += [(f"uploaded file {file} sets a password/secret/token", m) for m in lines]
         if not lines and _SECRET_FILE.search(file):
             found.append((f"uploaded file {file} holds credentials", value))

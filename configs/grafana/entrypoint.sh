@@ -12,8 +12,8 @@ if [ -f "$data/grafana.db" ]; then
     if ! printf '%s\n' "$GF_SECURITY_ADMIN_PASSWORD" | grafana cli \
         --homepath "${GF_PATHS_HOME:-/usr/share/grafana}" --config "${GF_PATHS_CONFIG:-/etc/grafana/grafana.ini}" \
         admin reset-admin-password --password-from-stdin; then
-        echo "selextract: could not set Grafana's admin password from GF_SECURITY_ADMIN_PASSWORD;" \
-            "not starting with a password that may have been rotated away" >&2
+        echo "selextract: could not reset Grafana's admin login to GF_SECURITY_ADMIN_PASSWORD;" \
+            "not starting with a login that may have been rotated away" >&2
         exit 1
     fi
 fi

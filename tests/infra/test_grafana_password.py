@@ -97,7 +97,7 @@ def test_a_failed_reset_stops_the_start(tmp_path: Path) -> None:
     proc = _run_wrapper(tmp_path, database=True, grafana_exit=1)
     assert proc.returncode != 0
     assert "grafana-server-started" not in proc.stdout
-    assert "admin password" in proc.stderr and PASSWORD not in proc.stdout + proc.stderr
+    assert "admin login" in proc.stderr and PASSWORD not in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("stack_file", sorted(ROOT.glob("Pulumi.*.yaml")), ids=lambda p: p.name)

@@ -638,3 +638,16 @@ def test_check_stack_runs_resource_rules_on_every_resource() -> None:
     found = rules.check_stack(stack)
     assert [v.message.split(":")[0] for v in found["server-required-labels"]] == ["Server api-01"]
     assert "servers-behind-firewall-and-in-private-network" in found
+
+
+def test_uploaded_script_prose_and_flags_are_not_credentials() -> None:
+    """Comments that talk about a password and a `--password-from-stdin` flag are not
+    credentials; a real `requirepass` line in the same file still is."""
+    script = (
+        "#!/bin/sh\n# the admin password is read on first start only\n"
+        'printf "%s" "$P" | tool admin reset-admin-password --password-from-stdin\n'
+    )
+    props = {"uploads": [{"file": "/usr/local/bin/wrapper", "content": script}]}
+    assert [why for _, why, _, _ in rules.credentials(props)] == []
+    props["uploads"][0]["content"] = script + "requirepass hunter2hunter2\n"
+    assert [value for _, _, value, _ in rules.credentials(props)] == ["hunter2hunter2"]
