@@ -64,7 +64,7 @@ def iter_json(task: Task, records: list[dict[str, Any]]) -> Iterator[bytes]:
 
 
 def iter_csv(task: Task, records: list[dict[str, Any]]) -> Iterator[bytes]:
-    rules = ExtractionRules.model_validate(task.rules)
+    rules = ExtractionRules.stored(task.rules)  # checked when submitted; not re-checked
     yield ("\ufeff" + csv_text([csv_columns(rules)])).encode()  # BOM: spreadsheets detect UTF-8
     for record in records:
         yield csv_text(csv_rows(record, rules)).encode()
