@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpcore
 import httpx
@@ -269,6 +269,18 @@ return 1
 """
 
 
+@dataclass
+class _LocalGate:
+    semaphore: threading.BoundedSemaphore
+    users: int = 0  # threads holding or waiting on the semaphore
+
+
+def politeness_key(url: str) -> str:
+    """The server a request goes to, as the politeness limits count it: the canonical host of
+    its origin (``0x7f.1`` and ``127.0.0.1`` are one), every scheme and port of it together."""
+    return origin_of(url).split("://", 1)[1].rpartition(":")[0]
+
+
 class DomainLimiter:
     """At most N requests in flight per domain and a minimum gap between them, across workers.
 
@@ -281,22 +293,45 @@ class DomainLimiter:
       retry or a ``fallback_poll`` timeout.
     """
 
-    def __init__(self, client: redis.Redis, concurrency: int, delay_ms: int, fallback_poll: float = 0.25) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        concurrency: int,
+        delay_ms: int,
+        fallback_poll: float = 0.25,
+        local_domains: int = 1024,
+    ) -> None:
         self.redis = client
         self.concurrency = concurrency
         self.delay_ms = delay_ms
         self.fallback_poll = fallback_poll
+        self.local_domains = local_domains
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
-        self._local: dict[str, threading.BoundedSemaphore] = {}
+        self._local: OrderedDict[str, _LocalGate] = OrderedDict()  # least recently used first
         self._local_lock = threading.Lock()
 
-    def _gate(self, domain: str) -> threading.BoundedSemaphore:
+    @contextmanager
+    def _gate(self, domain: str) -> Iterator[threading.BoundedSemaphore]:
+        """The domain's local semaphore, kept while any thread holds or waits on it. Idle ones
+        beyond ``local_domains`` are dropped, least recently used first, so a worker meeting
+        many domains does not grow; one in use is never dropped (its holders and waiters
+        would be split over two semaphores)."""
         with self._local_lock:
             gate = self._local.get(domain)
             if gate is None:
-                gate = self._local[domain] = threading.BoundedSemaphore(self.concurrency)
-            return gate
+                gate = self._local[domain] = _LocalGate(threading.BoundedSemaphore(self.concurrency))
+            self._local.move_to_end(domain)
+            gate.users += 1
+            excess = len(self._local) - self.local_domains
+            if excess > 0:
+                for name in [name for name, other in self._local.items() if not other.users][:excess]:
+                    del self._local[name]
+        try:
+            yield gate.semaphore
+        finally:
+            with self._local_lock:
+                gate.users -= 1
 
     @contextmanager
     def slot(self, domain: str, lease_seconds: float, max_wait: float) -> Iterator[None]:
@@ -309,30 +344,30 @@ class DomainLimiter:
         def timed_out() -> FetchError:
             return FetchError("politeness_wait", f"waited {max_wait:.0f}s for a free slot on {domain}", retryable=True)
 
-        gate = self._gate(domain)
-        if not gate.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise timed_out()
-        try:
-            while True:
-                got = int(self._acquire(keys=keys, args=[lease_ms, self.concurrency, self.delay_ms, token]))
-                if got == 1:
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise timed_out()
-                if got < 0:  # slots free, but the gap since the last request is not over
-                    time.sleep(min(left, max(0.001, -got / 1000)))
-                else:  # every slot taken: sleep until one is released (or the fallback poll)
-                    self.redis.blpop([free], timeout=max(0.01, min(left, self.fallback_poll)))
+        with self._gate(domain) as gate:
+            if not gate.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise timed_out()
             try:
-                yield
-            finally:
+                while True:
+                    got = int(self._acquire(keys=keys, args=[lease_ms, self.concurrency, self.delay_ms, token]))
+                    if got == 1:
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise timed_out()
+                    if got < 0:  # slots free, but the gap since the last request is not over
+                        time.sleep(min(left, max(0.001, -got / 1000)))
+                    else:  # every slot taken: sleep until one is released (or the fallback poll)
+                        self.redis.blpop([free], timeout=max(0.01, min(left, self.fallback_poll)))
                 try:
-                    self._release(keys=[keys[0], free], args=[token, self.concurrency, max(lease_ms, 1000)])
-                except redis.RedisError:
-                    log.warning("could not release the politeness slot on %s (it expires on its own)", domain)
-        finally:
-            gate.release()
+                    yield
+                finally:
+                    try:
+                        self._release(keys=[keys[0], free], args=[token, self.concurrency, max(lease_ms, 1000)])
+                    except redis.RedisError:
+                        log.warning("could not release the politeness slot on %s (it expires on its own)", domain)
+            finally:
+                gate.release()
 
 
 # --- robots.txt ---------------------------------------------------------------------------
@@ -627,7 +662,7 @@ class Fetcher:
     ) -> tuple[int, str, bytes] | str:
         proxy = self.proxies.next() if options.use_proxy else None
         client = self._client(proxy)
-        domain = (urlsplit(url).hostname or "").lower()
+        domain = politeness_key(url)
         timeout = httpx.Timeout(options.timeout, connect=min(options.timeout, 10.0))
         waiting = time.monotonic()
         try:
