@@ -38,6 +38,7 @@ from common import accounting
 from common.config import Settings
 from common.db import get_engine, session_scope
 from common.models import Task, TaskState, TaskUrl, UrlState
+from common.netpolicy import strip_userinfo
 from common.results import page_key
 from common.storage import Storage, StorageError
 from worker import attempts
@@ -451,7 +452,7 @@ class _Run:
             self._failed(job, "storage_error", str(exc), retryable=True)
             return
         except Exception as exc:
-            log.exception("task %s: unexpected error on %s", self.task_id, job.url)
+            log.exception("task %s: unexpected error on %s", self.task_id, strip_userinfo(job.url))
             self._failed(job, "internal_error", f"{type(exc).__name__}: {exc}", retryable=False)
             return
         self._save(
@@ -488,7 +489,7 @@ class _Run:
         log.info(
             "task %s: %s failed (%s, attempt %d, %s)",
             self.task_id,
-            job.url,
+            strip_userinfo(job.url),
             code,
             attempts,
             "final" if final else "will retry",
