@@ -16,7 +16,8 @@ MAX_URL_LENGTH = 2048
 
 
 def _without_credentials(url: HttpUrl) -> HttpUrl:
-    """Credentials in a target URL would be stored with the task and appear in logs and results."""
+    """Credentials in a target or webhook URL would be stored with the task and appear in logs,
+    results and its detail."""
     if url.username is not None or url.password is not None:
         raise ValueError(
             "URLs with a user name or password (user:password@host) are not accepted: "
@@ -54,8 +55,12 @@ class TaskCreate(BaseModel):
     urls: list[TargetUrl] = Field(min_length=1, max_length=MAX_URLS_PER_TASK, json_schema_extra={"uniqueItems": True})
     extract: ExtractionRules
     options: TaskOptions = Field(default_factory=TaskOptions)
-    webhook_url: Annotated[HttpUrl, Field(max_length=MAX_URL_LENGTH)] | None = Field(
-        default=None, description="POSTed a signed notice (X-Selextract-Signature) when the task finishes"
+    webhook_url: Annotated[HttpUrl, Field(max_length=MAX_URL_LENGTH), AfterValidator(_without_credentials)] | None = (
+        Field(
+            default=None,
+            description="POSTed a signed notice (X-Selextract-Signature) when the task finishes; "
+            "no user:password@ (authenticate the notice by its signature)",
+        )
     )
 
     @field_validator("urls")
