@@ -129,6 +129,8 @@ class Task(Base):
     __table_args__ = (
         Index("ix_tasks_user_created", "user_id", "created_at"),
         Index("ix_tasks_state", "state"),
+        # the retention sweep and the webhook reaper look for tasks finished before a cutoff
+        Index("ix_tasks_finished_at", "finished_at"),
         # the per-account active-task limit counts these at every submission
         Index(
             "ix_tasks_user_active",
