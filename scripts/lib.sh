@@ -3,8 +3,9 @@ SELEXTRACT_CACHE=${SELEXTRACT_CACHE:-$HOME/.cache/selextract}
 SELEXTRACT_STATE=${SELEXTRACT_STATE:-$HOME/.local/state/selextract}
 export SELEXTRACT_CACHE SELEXTRACT_STATE
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# the docker.io client (BuildKit) before a newer client without buildx; our Go tools
-export PATH="/usr/bin:$SELEXTRACT_CACHE/bin:$PATH:/usr/local/go/bin"
+# the docker.io client (BuildKit) before a newer client without buildx; our Go tools; the
+# sbin directories (haproxy, nginx, runuser live there; a non-login PATH may lack them)
+export PATH="/usr/bin:$SELEXTRACT_CACHE/bin:$PATH:/usr/sbin:/sbin:/usr/local/go/bin"
 
 step() {  # step "label" command... — prints the label, the command's time, fails loudly
   local label=$1; shift
