@@ -166,10 +166,11 @@ class SshTarget:
     key_path: str
 
     def command(self, *options: str) -> str:
-        key = self.key_path.replace("~/", "$HOME/", 1) if self.key_path.startswith("~/") else self.key_path
+        path = self.key_path
+        key = f'"$HOME"/{shlex.quote(path[2:])}' if path.startswith("~/") else shlex.quote(path)
         opts = " ".join(options)
         return (
-            f'ssh -i "{key}" -p {self.port} -o BatchMode=yes -o StrictHostKeyChecking=accept-new '
+            f"ssh -i {key} -p {self.port} -o BatchMode=yes -o StrictHostKeyChecking=accept-new "
             f"{opts + ' ' if opts else ''}{shlex.quote(f'{self.user}@{self.address}')}"
         )
 
