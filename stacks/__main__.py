@@ -7,38 +7,25 @@ from infra.config import load_from_pulumi
 from infra.dns import DnsRecords
 from infra.exports import stack_exports
 from infra.hosts.fleet import fleet_for
-from infra.images import AppImages, current_version, pinned_images
+from infra.images import current_version, images_for_fleet, registry_auth
 from infra.secrets import StackSecrets
 from infra.services import deploy_services
 from infra.specs import build_specs
-from infra.specs.context import BUILD_APP, BUILD_WORKER
 from infra.specs.postgres import app_slot
 from infra.topology import plan
 
 settings = load_from_pulumi()
 the_plan = plan(settings)
 secrets = StackSecrets("secrets", settings)
-fleet = fleet_for(settings, the_plan)
+fleet = fleet_for(settings, the_plan, registry_auth=registry_auth(settings, the_plan, secrets))
 version = current_version(settings.release, settings.image_tag)
 specs = build_specs(the_plan, settings, version.tag)
-builds_on = {fleet.hosts[s.host].engine: fleet.hosts[s.host] for s in specs if s.image in (BUILD_APP, BUILD_WORKER)}
-images = {
-    engine: pinned_images(version)
-    if version.pinned
-    else AppImages(
-        f"images-{engine}",
-        provider=host.provider,
-        version=version,
-        base_image=settings.images.python_base,
-        opts=pulumi.ResourceOptions(depends_on=host.ready),
-    ).names
-    for engine, host in builds_on.items()
-}
+images = images_for_fleet(settings, the_plan, fleet.hosts, specs, secrets=secrets, version=version)
 deploy_services(
-    specs,
-    hosts=fleet.hosts,
+    images.specs,
+    hosts=images.hosts,
     secrets=secrets,
-    images=images,
+    images=images.names,
     stack=settings.stack,
     active_slot=app_slot(settings.rotation),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -39,12 +40,15 @@ def docker_ssh_provider(
     key_path: str,
     depends_on: list[pulumi.Resource],
     parent: pulumi.Resource,
+    registry_auth: Sequence[docker.ProviderRegistryAuthArgs] = (),
 ) -> docker.Provider:
-    """A Docker provider speaking to the host's engine over SSH as the deploy user."""
+    """A Docker provider speaking to the host's engine over SSH as the deploy user, logged
+    in to the stack's registry (the images it runs are pulled from there)."""
     return docker.Provider(
         name,
         host=pulumi.Output.concat("ssh://", user, "@", address, ":", str(port)),
         ssh_opts=["-i", key_path, "-o", "StrictHostKeyChecking=accept-new", "-o", "ServerAliveInterval=30"],
+        registry_auth=list(registry_auth) or None,
         opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on),
     )
 

@@ -6,10 +6,12 @@ Hetzner stack take."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import pulumi
 import pulumi_command as command
+import pulumi_docker as docker
 
 from infra.config import Settings
 from infra.hosts.base import Host, docker_ssh_provider, stack_network
@@ -78,6 +80,7 @@ def prepared_host(
     private_key: pulumi.Output[str] | None,
     parent: pulumi.Resource,
     depends_on: list[pulumi.Resource] | None = None,
+    registry_auth: Sequence[docker.ProviderRegistryAuthArgs] = (),
 ) -> Host:
     """A machine reachable over SSH, bootstrapped and hardened, with its Docker engine
     driven over SSH as the deploy user and the stack's network on it."""
@@ -97,6 +100,7 @@ def prepared_host(
         key_path=settings.ssh.private_key_path,
         depends_on=[server],
         parent=parent,
+        registry_auth=registry_auth,
     )
     network = stack_network(f"{name}-net", settings.stack, provider, parent)
     return Host(

@@ -8,8 +8,11 @@ replaces a server by surprise); a dedicated box joins through a vSwitch subnet.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pulumi
 import pulumi_command as command
+import pulumi_docker as docker
 import pulumi_hcloud as hcloud
 
 from infra.catalog import load_catalog
@@ -61,9 +64,17 @@ def firewall_rules(settings: Settings, public_ports: tuple[int, ...]) -> list[hc
 class HetznerFleet(pulumi.ComponentResource):
     """All machines of a Hetzner stack, each yielding a `Host`."""
 
-    def __init__(self, name: str, plan: Plan, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        plan: Plan,
+        settings: Settings,
+        registry_auth: Sequence[docker.ProviderRegistryAuthArgs] = (),
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("selextract:hosts:HetznerFleet", name, None, opts)
         self.settings = settings
+        self.registry_auth = registry_auth
         child = pulumi.ResourceOptions(parent=self)
         zone = load_catalog().locations[settings.location].network_zone
 
@@ -209,6 +220,7 @@ class HetznerFleet(pulumi.ComponentResource):
             key_path=settings.ssh.private_key_path,
             depends_on=[ready],
             parent=self,
+            registry_auth=self.registry_auth,
         )
         network = stack_network(f"{name}-{host.name}-net", settings.stack, provider, self)
         return Host(
@@ -234,4 +246,5 @@ class HetznerFleet(pulumi.ComponentResource):
             private_key=ssh_private_key(self.settings),
             parent=self,
             depends_on=[self.vswitch_subnet] if self.vswitch_subnet else [],
+            registry_auth=self.registry_auth,
         )

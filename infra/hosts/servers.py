@@ -7,7 +7,10 @@ only one."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pulumi
+import pulumi_docker as docker
 
 from infra.config import Settings
 from infra.hosts.base import Host
@@ -16,11 +19,25 @@ from infra.topology import Plan
 
 
 class ServerFleet(pulumi.ComponentResource):
-    def __init__(self, name: str, plan: Plan, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        plan: Plan,
+        settings: Settings,
+        registry_auth: Sequence[docker.ProviderRegistryAuthArgs] = (),
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("selextract:hosts:ServerFleet", name, None, opts)
         key = ssh_private_key(settings)
         self.hosts: dict[str, Host] = {
-            host.name: prepared_host(f"{name}-{host.name}", host=host, settings=settings, private_key=key, parent=self)
+            host.name: prepared_host(
+                f"{name}-{host.name}",
+                host=host,
+                settings=settings,
+                private_key=key,
+                parent=self,
+                registry_auth=registry_auth,
+            )
             for host in plan.hosts
         }
         self.register_outputs({"hosts": {n: h.public_ip for n, h in self.hosts.items()}})
