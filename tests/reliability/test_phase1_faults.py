@@ -27,6 +27,7 @@ import pytest
 from ops.repair import REPORT_PREFIX
 from tests.e2e.stack import ROOT, docker, remove_leftovers, require_toolchain
 from tests.reliability import scenarios
+from tests.reliability.abuse import Abuse
 from tests.reliability.relstack import (
     Deployed,
     create_stack,
@@ -441,3 +442,11 @@ def test_full_result_disk_corrupts_nothing_and_recovers(full_disk: dict[str, Any
 def test_full_result_disk_is_reported_as_a_storage_error(full_disk: dict[str, Any]) -> None:
     codes = {u["error_code"] for u in full_disk["full_detail"]["urls"]}
     assert codes == {"storage_error"}, codes
+
+
+# --- one client against everyone (issue 17's high findings; test_abuse.py skips when this runs) --
+
+
+class TestAbuse(Abuse):
+    """A storm of made-up methods, a gzip-bomb webhook receiver, a catastrophic regex and a
+    pathological page, one site's robots.txt spelled 1,000 ways (checks in abuse.py)."""
