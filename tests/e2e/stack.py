@@ -102,9 +102,11 @@ class LocalStack:
     log: list[str] = field(default_factory=list)
 
     @classmethod
-    def create(cls, name: str, workdir: Path, overrides: dict[str, Any]) -> LocalStack:
-        """A stack configured like Pulumi.local.yaml plus `overrides` (selextract:* keys)."""
-        base = yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())["config"]
+    def create(
+        cls, name: str, workdir: Path, overrides: dict[str, Any], base_file: str = "Pulumi.local.yaml"
+    ) -> LocalStack:
+        """A stack configured like `base_file` (Pulumi.local.yaml) plus `overrides` (selextract:* keys)."""
+        base = yaml.safe_load((ROOT / base_file).read_text())["config"]
         config = {**base, **overrides}
         workdir.mkdir(parents=True, exist_ok=True)
         project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())

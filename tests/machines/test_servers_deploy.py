@@ -1,0 +1,258 @@
+"""The production path for real: `pulumi up` of a `target: servers` stack onto three fresh
+machines of the test bed (scripts/machines.sh), through SSH only — each machine
+bootstrapped as root, hardened (ufw the only firewall), its Docker engine driven over
+SSH, images built once here and pulled from the stack's registry on the app host.
+
+Phase 1: app-01 (nginx, API, workers, monitoring, registry), db-01 (Postgres), redis-01
+(Redis). Checked: a scraping task through the public entry; from the public side only
+80/443 answer (and SSH only from adminCidrs), tried with connects; the whole app machine
+killed mid-task and booted again → the task completes, charged once; a second `pulumi up`
+has nothing to do; `pulumi destroy` leaves the machines' engines empty.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.e2e.stack import TESTSITE_IMAGE, LocalStack, docker, require_toolchain
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+
+ROOT = Path(__file__).resolve().parents[2]
+MACHINES = ROOT / "scripts" / "machines.sh"
+PREFIX = "sxsrv"
+HOSTS = ("app-01", "db-01", "redis-01")
+SITE_IP = "198.18.0.6"  # the test website, on the public side (.2-.9 are free for services)
+PROBE_IP = "198.18.0.7"  # a client on the public side that is not in adminCidrs
+# every port a Selextract host may listen on, tried from the public side
+PROBED_PORTS = (22, 80, 443, 3000, 5000, 5432, 6379, 8000, 8080, 8333, 9000, 9090, 9093, 9100, 9121, 9187, 9808)
+RULES = {"title": "h1::text", "names": {"selector": "li.product .name::text", "many": True}}
+
+
+def machines(*args: str, timeout: float = 600) -> str:
+    proc = subprocess.run([str(MACHINES), *args], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(f"machines.sh {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def on_machine(machine: str, *command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """A command on the machine's console (the bed's back door; the deploy uses SSH only)."""
+    return subprocess.run(["docker", "exec", machine, *command], capture_output=True, text=True, timeout=timeout)
+
+
+def _local_images() -> dict[str, object]:
+    images = dict(yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())["config"]["selextract:images"])
+    return images | {"registry": "selextract/registry:2"}
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    require_toolchain("servers-target")
+    name = "srv-p1"
+    subprocess.run([str(MACHINES), "down", "--prefix", PREFIX], capture_output=True, timeout=300)
+    docker("rm", "-f", f"{PREFIX}-testsite", f"{PREFIX}-probe", check=False)
+    machines("up", str(len(HOSTS)), "--prefix", PREFIX)
+    bed = json.loads(machines("env"))
+    mine = sorted((m for m in bed["machines"] if m["prefix"] == PREFIX), key=lambda m: m["name"])
+    assert len(mine) == len(HOSTS), bed
+    by_host = dict(zip(HOSTS, mine, strict=True))
+    for m in mine:  # fresh machines on recycled addresses: forget the old host keys
+        subprocess.run(["ssh-keygen", "-R", m["public"]], capture_output=True)
+    docker(
+        "run", "-d", "--name", f"{PREFIX}-testsite", "--network", bed["networks"]["public"]["name"],
+        "--ip", SITE_IP, TESTSITE_IMAGE,
+    )  # fmt: skip
+    stack = LocalStack.create(
+        name,
+        tmp_path_factory.mktemp(name),
+        {
+            "selextract:domain": "selextract.localhost",
+            "selextract:adminCidrs": [f"{bed['networks']['public']['gateway']}/32"],
+            "selextract:ssh": {"publicKey": bed["public_key"].strip(), "privateKeyPath": bed["key"]},
+            "selextract:tls": {"mode": "selfsigned"},
+            "selextract:servers": {
+                host: {"publicAddress": m["public"], "privateAddress": m["private"]} for host, m in by_host.items()
+            },
+            "selextract:images": _local_images(),
+            "selextract:api": {"servers": 2, "containersPerServer": 1, "uvicornWorkers": 1},
+            "selextract:workers": {"containersPerServer": 1, "concurrency": 2, "cpus": 1, "memoryMb": 768},
+            "selextract:scraper": {"allowedNetworks": [f"{SITE_IP}/32"], "domainDelayMs": 0},
+        },
+        base_file="Pulumi.servers.yaml",
+    )
+    app = by_host["app-01"]
+    client = httpx.Client(base_url=f"https://{app['public']}", verify=False, timeout=30)
+    try:
+        started = time.monotonic()
+        stack.up()
+        up_seconds = time.monotonic() - started
+        _wait_ready(client)
+        yield {
+            "stack": stack,
+            "client": client,
+            "machines": by_host,
+            "bed": bed,
+            "site": f"http://{SITE_IP}:8080",
+            "up_seconds": up_seconds,
+        }
+    finally:
+        client.close()
+        try:
+            stack.destroy()
+            left = {
+                m["name"]: on_machine(m["name"], "docker", "ps", "-aq").stdout.split()
+                for m in mine
+                if on_machine(m["name"], "true").returncode == 0
+            }
+            assert all(not ids for ids in left.values()), f"destroy left containers: {left}"
+        finally:
+            docker("rm", "-f", f"{PREFIX}-testsite", f"{PREFIX}-probe", check=False)
+            subprocess.run([str(MACHINES), "down", "--prefix", PREFIX], capture_output=True, timeout=300)
+
+
+def _wait_ready(client: httpx.Client, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = client.get("/health/ready")
+            if last.status_code == 200:
+                return
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(2)
+    raise AssertionError(f"API not ready through the public entry: {last!r} {getattr(last, 'text', '')}")
+
+
+def _api_key(deployed: dict, email: str) -> str:
+    app = deployed["machines"]["app-01"]["name"]
+    ids = on_machine(app, "docker", "ps", "-q", "--filter", "label=selextract.role=api", "--filter", "status=running")
+    api = ids.stdout.split()[0]
+    out = on_machine(app, "docker", "exec", api, "python", "-m", "app.admin", "create-key", "--email", email)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def _task(client: httpx.Client, headers: dict, task_id: str) -> dict:
+    while True:
+        response = client.get(f"/api/v1/tasks/{task_id}", headers=headers)
+        if response.status_code != 429:
+            assert response.status_code == 200, response.text
+            return response.json()
+        time.sleep(float(response.headers.get("retry-after", "5")))
+
+
+def _wait_task(client: httpx.Client, headers: dict, task_id: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            task = _task(client, headers, task_id)
+            if task["state"] in ("completed", "failed", "cancelled"):
+                return task
+        except httpx.HTTPError:
+            pass  # the entry is coming back
+        assert time.monotonic() < deadline, f"task {task_id} not finished after {timeout} s"
+        time.sleep(2)
+
+
+def test_every_machine_was_prepared_over_ssh(deployed: dict) -> None:
+    """Hardening ran to its end on each machine: deploy user in the docker group, root
+    login off, ufw active with the stack's rules, the registry trusted."""
+    for host, machine in deployed["machines"].items():
+        name = machine["name"]
+        assert "docker" in on_machine(name, "id", "-nG", "deploy").stdout.split(), host
+        sshd = on_machine(name, "sshd", "-T").stdout
+        assert "permitrootlogin no" in sshd and "passwordauthentication no" in sshd, host
+        ufw = on_machine(name, "ufw", "status").stdout
+        assert "Status: active" in ufw, (host, ufw)
+        daemon = json.loads(on_machine(name, "cat", "/etc/docker/daemon.json").stdout)
+        assert daemon["insecure-registries"] == ["10.0.0.0/16"], (host, daemon)
+
+
+def test_scraping_task_through_the_public_entry(deployed: dict) -> None:
+    client, site = deployed["client"], deployed["site"]
+    headers = {"Authorization": f"Bearer {_api_key(deployed, 'srv@example.com')}"}
+    urls = [f"{site}/products.html", f"{site}/status/500"]
+    created = client.post(
+        "/api/v1/tasks", headers=headers, json={"urls": urls, "extract": RULES, "options": {"retries": 1}}
+    )
+    assert created.status_code == 201, created.text
+    task = _wait_task(client, headers, created.json()["id"])
+    assert (task["state"], task["succeeded_count"], task["failed_count"]) == ("completed", 1, 1), task
+    results = client.get(f"/api/v1/tasks/{task['id']}/results?format=json", headers=headers)
+    assert results.status_code == 200, results.text
+    page = {r["url"]: r for r in results.json()["results"]}[urls[0]]["data"]
+    assert page["title"] == "Products" and page["names"][0] == "Product 01"
+
+
+def _probe(targets: list[tuple[str, int]]) -> dict[str, bool]:
+    """Connect attempts from a client on the public side outside adminCidrs."""
+    script = (
+        "import json, socket, sys\n"
+        "out = {}\n"
+        "for host, port in json.loads(sys.argv[1]):\n"
+        "    s = socket.socket(); s.settimeout(2)\n"
+        "    out[f'{host}:{port}'] = s.connect_ex((host, port)) == 0\n"
+        "    s.close()\n"
+        "print(json.dumps(out))\n"
+    )
+    net = "selextract-machines-public"
+    proc = docker(
+        "run", "--rm", "--name", f"{PREFIX}-probe", "--network", net, "--ip", PROBE_IP,
+        "selextract/python:3.11", "python", "-c", script, json.dumps(targets), timeout=300,
+    )  # fmt: skip
+    return json.loads(proc.stdout)
+
+
+def test_only_the_entry_answers_from_the_public_side(deployed: dict) -> None:
+    """Tried with connects, not read from config: on every machine's public address only
+    80/443 of the entry answer a stranger; SSH answers only this machine (adminCidrs)."""
+    targets = [(m["public"], port) for m in deployed["machines"].values() for port in PROBED_PORTS]
+    opened = {target for target, ok in _probe(targets).items() if ok}
+    app = deployed["machines"]["app-01"]["public"]
+    assert opened == {f"{app}:80", f"{app}:443"}
+    for machine in deployed["machines"].values():  # from an admin address SSH answers
+        with socket.create_connection((machine["public"], 22), timeout=5) as sock:
+            assert sock.recv(4) == b"SSH-"
+
+
+def test_task_survives_its_machine_being_killed(deployed: dict) -> None:
+    """The app machine (entry, API, workers) loses power mid-task and boots again: the
+    queued message on redis-01 brings the task back; it completes and is charged once."""
+    client, site = deployed["client"], deployed["site"]
+    app = deployed["machines"]["app-01"]["name"]
+    headers = {"Authorization": f"Bearer {_api_key(deployed, 'power@example.com')}"}
+    created = client.post(
+        "/api/v1/tasks",
+        headers=headers,
+        json={"urls": [f"{site}/slow?ms=8000"], "extract": {"title": "title::text"}, "options": {"timeout": 30}},
+    )
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
+    deadline = time.monotonic() + 90
+    while _task(client, headers, task_id)["state"] != "running":
+        assert time.monotonic() < deadline, "task never started"
+        time.sleep(0.5)
+    machines("kill", app)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"https://{deployed['machines']['app-01']['public']}/health", verify=False, timeout=3)
+    machines("start", app)
+    _wait_ready(client)
+    task = _wait_task(client, headers, task_id, timeout=600)
+    assert task["state"] == "completed", task
+    assert task["succeeded_count"] == 1 and task["credits_charged"] == 1, task
+
+
+def test_second_up_has_nothing_to_do(deployed: dict) -> None:
+    preview = deployed["stack"].preview_no_changes()
+    assert preview.returncode == 0, preview.stdout[-4000:]
