@@ -42,6 +42,7 @@ GENERATED_SECRETS = (
     "postgresPassword",
     "redisPassword",
     "objectStoreSecretKey",
+    "objectStoreBackupKey",  # the `backups` bucket's login: only ops holds it
     "objectStoreRootPassword",
     "appSecretKey",
     "monitoringPassword",

@@ -25,7 +25,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +33,7 @@ from typing import IO, Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from infra.config import Settings
+from infra.specs.objectstore import BACKUP_KEY_SECRET, backup_access_key
 from infra.specs.postgres import DB_NAME, DB_USER
 from infra.specs.redis import ADMIN_PASSWORD_FILE, ADMIN_USER
 from infra.topology import Plan, Role
@@ -106,8 +107,11 @@ class Container:
     def docker(self, *args: str) -> list[str]:
         return ["docker", *(["-H", self.docker_host] if self.docker_host else []), *args]
 
-    def argv(self, cmd: Sequence[str], *, user: str | None = None) -> list[str]:
-        return self.docker("exec", "-i", *(["-u", user] if user else []), self.name, *cmd)
+    def argv(self, cmd: Sequence[str], *, user: str | None = None, env_names: Sequence[str] = ()) -> list[str]:
+        """`docker exec`; each of `env_names` is passed as `-e NAME`, which takes its value
+        from the docker client's environment, so no command line holds it."""
+        extra = [a for name in env_names for a in ("-e", name)]
+        return self.docker("exec", "-i", *(["-u", user] if user else []), *extra, self.name, *cmd)
 
     def environ(self) -> dict[str, str] | None:
         return None
@@ -504,16 +508,35 @@ class Results:
     """Result objects wherever the app keeps them (local dir or S3 bucket), through the
     agent script run with the app's own settings: in the API container (docker) or here."""
 
-    def __init__(self, place: Place, *, backend: str = "local") -> None:
-        self.place, self.backend = place, backend
+    def __init__(
+        self, place: Place, *, backend: str = "local", login: Callable[[], tuple[str, str]] | None = None
+    ) -> None:
+        """`login`: another S3 key than the app's (the backup key), as (access key, secret),
+        asked for when first needed; it reaches the agent through the environment only."""
+        self.place, self.backend, self.login = place, backend, login
 
     def describe(self) -> str:
         return f"{self.backend} storage via {self.place.describe()}"
 
+    def _login_env(self) -> dict[str, str]:
+        if self.login is None:
+            return {}
+        access, secret = self.login()
+        return {"S3_ACCESS_KEY": access, "S3_SECRET_KEY": secret}
+
     def argv(self, *args: str) -> list[str]:
         source = AGENT_FILE.read_text()
-        python = "python3" if isinstance(self.place, Container) else sys.executable
-        return self.place.argv([python, "-c", source, *args])
+        if isinstance(self.place, Container):
+            names = ("S3_ACCESS_KEY", "S3_SECRET_KEY") if self.login else ()
+            return self.place.argv(["python3", "-c", source, *args], env_names=names)
+        return self.place.argv([sys.executable, "-c", source, *args])
+
+    def environ(self) -> dict[str, str] | None:
+        login = self._login_env()
+        base = self.place.environ()
+        if not login:
+            return base
+        return {**(os.environ if base is None else base), **login}
 
     def call(
         self,
@@ -528,7 +551,7 @@ class Results:
             input=input,
             stdin=stdin,
             stdout=stdout,
-            env=self.place.environ(),
+            env=self.environ(),
             what=f"storage {args[0]} ({self.describe()})",
             timeout=timeout,
         )
@@ -577,7 +600,9 @@ class Results:
             with tarfile.open(fileobj=tmp, mode="r:") as tar:
                 for member in tar:
                     if member.isfile() and not member.name.startswith("/") and ".." not in Path(member.name).parts:
-                        tar.extract(member, directory, filter="data")
+                        # the "data" filter where this Python has it (3.11.4+); names are checked above
+                        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                        tar.extract(member, directory, **safe)
                         names.append(member.name)
             return names
 
@@ -637,6 +662,7 @@ class Target:
     redis: Redis
     results: Results
     workers: Workers
+    backups: Results  # the `backups` bucket, with the backup key (ops only; the app's key cannot)
     api_url: str | None
     storage_backend: str
     object_storage: bool  # a `backups` bucket can be used
@@ -688,6 +714,12 @@ def url_target(env: Mapping[str, str], *, stack: str = "services") -> Target:
     service_env = {k: v for k, v in env.items() if k in SERVICE_ENV_KEYS or k.startswith(("CELERY_", "S3_"))}
     service_env["STORAGE_BACKEND"] = backend
     place = Local(service_env)
+    # the backup key if given (S3_BACKUP_ACCESS_KEY/S3_BACKUP_SECRET_KEY), else the app's own
+    backup_key = (env.get("S3_BACKUP_ACCESS_KEY") or "", env.get("S3_BACKUP_SECRET_KEY") or "")
+
+    def backup_login() -> tuple[str, str]:
+        return backup_key
+
     return Target(
         mode="url",
         stack=stack,
@@ -695,6 +727,7 @@ def url_target(env: Mapping[str, str], *, stack: str = "services") -> Target:
         redis=Redis(place, url=env["REDIS_URL"]),
         results=Results(place, backend=backend),
         workers=Workers(place),
+        backups=Results(place, backend=backend, login=backup_login if all(backup_key) else None),
         api_url=env.get("API_URL"),
         storage_backend=backend,
         object_storage=bool(env.get("S3_ENDPOINT_URL")),
@@ -756,9 +789,18 @@ def docker_target(
     *,
     docker_hosts: Mapping[str, str | None] | None = None,
     entry_address: str | None = None,
+    backup_secret: Callable[[], str] | None = None,
 ) -> Target:
-    """A deployment reached with `docker exec`, containers named from the plan."""
+    """A deployment reached with `docker exec`, containers named from the plan.
+    `backup_secret` gives the backup key's secret (the stack's secret output) when the
+    `backups` bucket is first used: the API container, where the commands run, has only
+    the app's key, which cannot reach that bucket."""
     hosts = docker_hosts or {}
+
+    def backup_login() -> tuple[str, str]:
+        if backup_secret is None:
+            raise OpsError(f"the backup key ({BACKUP_KEY_SECRET}) of stack {plan.stack} is not known here")
+        return backup_access_key(settings.object_store.access_key), backup_secret()
 
     def container(role: Role) -> Container:
         placements = plan.placements_of(role)
@@ -778,6 +820,7 @@ def docker_target(
         redis=Redis(data["redis"]),
         results=Results(api, backend=plan.storage_backend),
         workers=Workers(api, expected=plan.worker_containers),
+        backups=Results(api, backend=plan.storage_backend, login=backup_login),
         api_url=api_url_for(settings, entry_address),
         storage_backend=plan.storage_backend,
         object_storage="backups" in plan.buckets,

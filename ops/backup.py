@@ -199,7 +199,7 @@ def prune(store: BackupStore, policy: Retention, target: Target | None = None, *
             if m.remote and target is not None and target.object_storage:
                 # the local copy is gone; a stale remote copy is harmless
                 with contextlib.suppress(OpsError):
-                    target.results.delete_prefix(BACKUPS_BUCKET, m.remote)
+                    target.backups.delete_prefix(BACKUPS_BUCKET, m.remote)
     return [m.id for m in doomed]
 
 
@@ -308,19 +308,19 @@ def upload_backup(target: Target, store: BackupStore, manifest: Manifest) -> Non
     store.save(manifest, directory)
     # the manifest last: a remote backup without one is incomplete and never listed
     try:
-        target.results.put_tree(BACKUPS_BUCKET, prefix, directory, [c.file for c in manifest.components.values()])
+        target.backups.put_tree(BACKUPS_BUCKET, prefix, directory, [c.file for c in manifest.components.values()])
     except BaseException:
         # the uploaded manifest names its remote copy; the local one must not claim it
         manifest.remote = None
         store.save(manifest, directory)
         raise
-    target.results.put_object(BACKUPS_BUCKET, prefix + "manifest.json", directory / "manifest.json")
+    target.backups.put_object(BACKUPS_BUCKET, prefix + "manifest.json", directory / "manifest.json")
 
 
 def remote_backups(target: Target, stack: str) -> list[str]:
     if not target.object_storage:
         return []
-    keys = [o["key"] for o in target.results.list_objects(BACKUPS_BUCKET, f"{stack}/")]
+    keys = [o["key"] for o in target.backups.list_objects(BACKUPS_BUCKET, f"{stack}/")]
     return sorted({k.split("/")[1] for k in keys if k.endswith("/manifest.json")}, reverse=True)
 
 
@@ -331,7 +331,7 @@ def fetch_backup(target: Target, store: BackupStore, backup_id: str, progress: P
     work.mkdir(parents=True, exist_ok=True)
     try:
         progress(f"download: {BACKUPS_BUCKET}/{prefix}")
-        names = target.results.get_tree(BACKUPS_BUCKET, prefix, work)
+        names = target.backups.get_tree(BACKUPS_BUCKET, prefix, work)
         if "manifest.json" not in names:
             raise OpsError(f"{BACKUPS_BUCKET}/{prefix} has no manifest.json: not a complete backup")
         manifest = Manifest.from_dict(json.loads((work / "manifest.json").read_text()))

@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
@@ -105,12 +105,16 @@ class Ctx:
             return url_target(self.env(), stack=self.stack)
         s = settings or self.settings
         if s.target == "local":
-            return docker_target(plan(s), s)
+            return docker_target(plan(s), s, backup_secret=backup_secret(make_deployer(s.stack).outputs, s.stack))
         from ops.deploy import PulumiDeployer, docker_hosts_from_outputs
 
         outputs = PulumiDeployer(s.stack).outputs()
         return docker_target(
-            plan(s), s, docker_hosts=docker_hosts_from_outputs(outputs, s), entry_address=outputs.get("entryAddress")
+            plan(s),
+            s,
+            docker_hosts=docker_hosts_from_outputs(outputs, s),
+            entry_address=outputs.get("entryAddress"),
+            backup_secret=backup_secret(lambda: outputs, s.stack),
         )
 
     def store(self) -> Any:
@@ -120,6 +124,20 @@ class Ctx:
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def backup_secret(outputs: Callable[[], Mapping[str, Any]], stack: str) -> Callable[[], str]:
+    """The backup key's secret from the stack's outputs, read when a backup first needs it."""
+
+    def get() -> str:
+        from infra.specs.objectstore import BACKUP_KEY_SECRET
+
+        value = outputs().get(BACKUP_KEY_SECRET)
+        if not value:
+            raise OpsError(f"stack {stack} has no {BACKUP_KEY_SECRET} output yet: run `selextract up` first")
+        return str(value)
+
+    return get
 
 
 def make_deployer(stack: str) -> Any:
@@ -935,10 +953,14 @@ def migrate(
 
     def target_for(p: Any, s: Settings) -> Target:
         if s.target == "local":
-            return docker_target(p, s)
+            return docker_target(p, s, backup_secret=backup_secret(deployer.outputs, s.stack))
         outputs = deployer.outputs()
         return docker_target(
-            p, s, docker_hosts=docker_hosts_from_outputs(outputs, s), entry_address=outputs.get("entryAddress")
+            p,
+            s,
+            docker_hosts=docker_hosts_from_outputs(outputs, s),
+            entry_address=outputs.get("entryAddress"),
+            backup_secret=backup_secret(lambda: outputs, s.stack),
         )
 
     def echo(line: str) -> None:

@@ -11,6 +11,7 @@ from infra.images import current_version, images_for_fleet, registry_auth
 from infra.secrets import StackSecrets
 from infra.services import deploy_services
 from infra.specs import build_specs
+from infra.specs.objectstore import BACKUP_KEY_SECRET
 from infra.specs.postgres import app_slot
 from infra.topology import plan
 
@@ -35,3 +36,5 @@ if settings.dns.enabled and settings.dns.zone:
 
 for key, value in stack_exports(settings, the_plan, fleet.hosts, version).items():
     pulumi.export(key, value)
+# the backup login (the `backups` bucket only), a secret output: only ops reads it (ops/access.py)
+pulumi.export(BACKUP_KEY_SECRET, secrets.get(BACKUP_KEY_SECRET))

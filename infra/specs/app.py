@@ -5,8 +5,14 @@ from __future__ import annotations
 from infra.render import render
 from infra.specs.base import ContainerSpec, Healthcheck, Mount, Port, Upload, password_sync_name, secret
 from infra.specs.context import BUILD_APP, BUILD_WORKER, SpecContext
+from infra.specs.objectstore import (
+    ADMIN_KEY_SECRET,
+    app_access_key,
+    minio_root_user,
+    objectstore_dependencies,
+    objectstore_url,
+)
 from infra.specs.objectstore import ROTATION_KEY as OBJECT_STORE_ROTATION_KEY
-from infra.specs.objectstore import app_access_key, objectstore_dependencies, objectstore_url
 from infra.specs.postgres import APP_USERS, DB_NAME, app_password_secret, app_slot
 from infra.topology import PORTS, WORKER_METRICS_PORT, Role
 
@@ -240,7 +246,12 @@ def bucket_specs(ctx: SpecContext) -> list[ContainerSpec]:
             role=Role.OBJECT_STORE,
             image=BUILD_APP,
             command=("python", "-m", "common.storage", "ensure-buckets", *plan.buckets),
-            env=app_env(ctx, host),
+            # the admin login: the app's own key may not create buckets (infra/specs/objectstore.py)
+            env=app_env(ctx, host)
+            | {
+                "S3_ACCESS_KEY": minio_root_user(ctx.settings.object_store.access_key),
+                "S3_SECRET_KEY": secret(ADMIN_KEY_SECRET),
+            },
             user="10001",
             one_shot=True,
             depends_on=(

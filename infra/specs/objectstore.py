@@ -3,18 +3,25 @@
 MinIO is the production choice; SeaweedFS (Apache-2.0) stands in where MinIO cannot be
 built. Both speak S3 on port 9000 behind the same storage interface in the app.
 
+Three logins, each limited to what its holder does: the app's key (API and workers) may
+use the result and log buckets only; the backup key (`objectStoreBackupKey`, only ops
+holds it: `selextract backup` hands it to the command it runs in the API container) the
+`backups` bucket only; the admin login (MinIO's root, a SeaweedFS identity with `Admin`,
+both `objectStoreRootPassword`) creates the buckets, in the one-shot bucket step.
+
 The app's key rotates in place, like the Redis password: each `rotation:objectStoreSecretKey`
 generation has its own access key (`selextract`, `selextract-1`, …), added to the running
 store beside the old ones before the new version starts (SeaweedFS: a keys file on the
-volume, reloaded on SIGHUP; MinIO: a user with the readwrite policy). `selextract secrets
-rotate objectStoreSecretKey` then removes the older keys. MinIO's root login (an admin
-only the sync step uses) is its own secret; rotating that one restarts the nodes.
+volume, reloaded on SIGHUP; MinIO: a user with its own bucket policy). `selextract secrets
+rotate objectStoreSecretKey` then removes the older keys. Rotating MinIO's root login
+restarts the nodes.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from infra.render import render
@@ -39,16 +46,66 @@ SEAWEED_VOLUME_MB = 256
 SEAWEED_KEYS = "/data/.s3-keys"  # "ACCESS SECRET" per line, the newest last
 SEAWEED_S3_CONFIG = "/data/.s3.json"
 
-# The S3 identity file, written from the keys file (keys are [A-Za-z0-9-], secrets
-# alphanumeric or URL-safe: nothing to escape in JSON).
-_SEAWEED_ACTIONS = '"Admin", "Read", "Write", "List", "Tagging"'
-_SEAWEED_RENDER = f"""{{ printf '{{"identities": [{{"name": "selextract", "actions": [{_SEAWEED_ACTIONS}], '
-  printf '"credentials": ['
+BACKUP_KEY_SECRET = "objectStoreBackupKey"
+ADMIN_KEY_SECRET = "objectStoreRootPassword"
+BACKUPS_BUCKET = "backups"
+_OBJECT_ACTIONS = ("Read", "Write", "List", "Tagging")
+SEAWEED_ADMIN_ACTIONS = '["Admin","Read","Write","List","Tagging"]'
+
+
+def seaweed_actions(buckets: Sequence[str]) -> str:
+    """A SeaweedFS identity's actions limited to `buckets` (`Action:bucket`), as compact
+    JSON (no spaces: it is the third field of a keys-file line)."""
+    return json.dumps([f"{a}:{b}" for b in buckets for a in _OBJECT_ACTIONS], separators=(",", ":"))
+
+
+def minio_policy(buckets: Sequence[str]) -> str:
+    """A MinIO policy for objects in `buckets` only (no bucket creation, deletion or
+    policy changes), as compact JSON (the third field of the key sync's input line)."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:ListBucketMultipartUploads"],
+                "Resource": [f"arn:aws:s3:::{b}" for b in buckets],
+            },
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                    "s3:ListMultipartUploadParts",
+                    "s3:GetObjectTagging",
+                    "s3:PutObjectTagging",
+                    "s3:DeleteObjectTagging",
+                ],
+                "Resource": [f"arn:aws:s3:::{b}/*" for b in buckets],
+            },
+        ],
+    }
+    return json.dumps(policy, separators=(",", ":"))
+
+
+def app_buckets(buckets: Sequence[str]) -> tuple[str, ...]:
+    """The buckets the app's key may use: all but `backups`."""
+    return tuple(b for b in buckets if b != BACKUPS_BUCKET)
+
+
+# The S3 identity file, written from the keys file: one identity per line "ACCESS SECRET
+# ACTIONS" (keys are [A-Za-z0-9-], secrets alphanumeric or URL-safe, actions compact JSON:
+# nothing to escape). Lines written before keys had their own actions (app keys) get
+# $legacy, which each script sets.
+_SEAWEED_RENDER = f"""{{ printf '{{"identities": ['
   sep=''
-  while read -r ak sk; do
-    printf '%s{{"accessKey": "%s", "secretKey": "%s"}}' "$sep" "$ak" "$sk"; sep=', '
+  while read -r ak sk acts; do
+    [ -n "$acts" ] || acts=$legacy
+    printf '%s{{"name": "%s", "actions": %s, ' "$sep" "$ak" "$acts"; sep=', '
+    printf '"credentials": [{{"accessKey": "%s", "secretKey": "%s"}}]}}' "$ak" "$sk"
   done < {SEAWEED_KEYS}
-  printf ']}}]}}\\n'
+  printf ']}}\\n'
 }} > {SEAWEED_S3_CONFIG}.new && mv {SEAWEED_S3_CONFIG}.new {SEAWEED_S3_CONFIG}
 """
 
@@ -65,56 +122,84 @@ done
 kill -HUP 1
 """
 
-# Node 1's start: the app's first key seeds the keys file (S3_ACCESS_KEY/S3_SECRET_KEY only
-# matter on a new volume), then weed runs as PID 1 so the sync steps can signal it.
-_SEAWEED_START = f"""set -eu
+
+def seaweed_start(app_actions: str) -> str:
+    """Node 1's start: S3_KEYS (the key sync's input) seeds the keys file on a new volume,
+    then weed runs as PID 1 so the sync steps can signal it. Keys written before keys had
+    their own actions are the app's: `app_actions` (in the script, which an update does
+    change, unlike the env)."""
+    return f"""set -eu
 umask 077
-[ -s {SEAWEED_KEYS} ] || printf '%s %s\\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" > {SEAWEED_KEYS}
+[ -s {SEAWEED_KEYS} ] || printf '%s\\n' "$S3_KEYS" > {SEAWEED_KEYS}
+legacy='{app_actions}'
 {_SEAWEED_RENDER}exec weed "$@"
 """
 
-# stdin: "ACCESS SECRET". Replaces that access key's secret or adds the key, then the S3
-# gateway reloads its identities (SIGHUP) without dropping a connection.
+
+# stdin: lines "ACCESS SECRET ACTIONS", the app's key first. Replaces each access key's
+# line or adds it, then the S3 gateway reloads its identities (SIGHUP) without dropping a
+# connection. Older app keys (lines without actions) keep the app key's actions.
 SEAWEED_ADD_KEY = f"""set -eu
 umask 077
-read -r ak sk
-{{ grep -v "^$ak " {SEAWEED_KEYS} || true; printf '%s %s\\n' "$ak" "$sk"; }} > {SEAWEED_KEYS}.new
-mv {SEAWEED_KEYS}.new {SEAWEED_KEYS}
+touch {SEAWEED_KEYS}
+legacy=''
+while read -r ak sk acts; do
+  [ -n "$legacy" ] || legacy=$acts
+  {{ grep -v "^$ak " {SEAWEED_KEYS} || true; printf '%s %s %s\\n' "$ak" "$sk" "$acts"; }} > {SEAWEED_KEYS}.new
+  mv {SEAWEED_KEYS}.new {SEAWEED_KEYS}
+done
 {_SEAWEED_RENDER}{_SEAWEED_RELOAD}sleep 1
 """
 
-# stdin: "ACCESS BASE". Keeps only that key (refuses if it is not there) and prints the
-# removed ones.
+# stdin: "ACCESS BASE". Keeps that app key (refuses if it is not there) and the keys that
+# are not the app's (backup, admin), and prints the removed ones.
 SEAWEED_KEEP_ONLY = f"""set -eu
 umask 077
 read -r ak base
-if ! grep "^$ak " {SEAWEED_KEYS} > {SEAWEED_KEYS}.new; then
-  rm -f {SEAWEED_KEYS}.new; echo "key $ak is not configured" >&2; exit 1
+if ! grep -q "^$ak " {SEAWEED_KEYS}; then
+  echo "key $ak is not configured" >&2; exit 1
 fi
-grep -v "^$ak " {SEAWEED_KEYS} | cut -d' ' -f1
+: > {SEAWEED_KEYS}.new
+while read -r key rest; do
+  case "$key" in
+    "$ak") ;;
+    "$base"|"$base"-[0-9]*) echo "$key"; continue ;;
+  esac
+  printf '%s %s\\n' "$key" "$rest" >> {SEAWEED_KEYS}.new
+done < {SEAWEED_KEYS}
 mv {SEAWEED_KEYS}.new {SEAWEED_KEYS}
+legacy='[]'
 {_SEAWEED_RENDER}{_SEAWEED_RELOAD}"""
 
 # mc (shipped in the minio/minio image) as the root user, against this node.
 _MINIO_ADMIN = """set -eu
 export MC_HOST_self="http://${MINIO_ROOT_USER}:${MINIO_ROOT_PASSWORD}@127.0.0.1:9000"
 i=0
-until mc admin info self >/dev/null 2>&1; do
+until mc admin info self >/dev/null 2>&1 </dev/null; do
   i=$((i + 1)); [ "$i" -lt 90 ] || { echo "MinIO did not answer mc admin info" >&2; exit 1; }; sleep 2
 done
 """
 
-# stdin: "ACCESS SECRET". A user with the readwrite policy (buckets included). mc reads the
-# secret from its stdin when it is not an argument, so no command line holds it.
+# stdin: lines "ACCESS SECRET POLICY" (policy: compact JSON). A user per key with a policy
+# of its own name (replacing the readwrite policy earlier versions gave the app). mc reads
+# the secret from its stdin when it is not an argument, so no command line holds it.
 MINIO_ADD_KEY = (
-    "read -r ak sk\n"
-    + _MINIO_ADMIN
-    + """printf '%s\\n' "$sk" | mc admin user add self "$ak" >/dev/null
-mc admin policy attach self readwrite --user "$ak" >/dev/null 2>&1 || mc admin user info self "$ak" | grep -q readwrite
+    _MINIO_ADMIN
+    + """while read -r ak sk policy; do
+  printf '%s\\n' "$sk" | mc admin user add self "$ak" >/dev/null
+  file=$(mktemp)
+  printf '%s\\n' "$policy" > "$file"
+  mc admin policy create self "$ak" "$file" >/dev/null </dev/null
+  rm -f "$file"
+  mc admin policy detach self readwrite --user "$ak" >/dev/null 2>&1 </dev/null || true
+  mc admin policy attach self "$ak" --user "$ak" >/dev/null 2>&1 </dev/null ||
+    mc admin user info self "$ak" </dev/null | grep -q "PolicyName: $ak"
+done
 """
 )
 
-# stdin: "ACCESS BASE". Removes the other app users (BASE, BASE-N), printing them.
+# stdin: "ACCESS BASE". Removes the other app users (BASE, BASE-N) and their policies,
+# printing them.
 MINIO_KEEP_ONLY = (
     "read -r ak base\n"
     + _MINIO_ADMIN
@@ -122,7 +207,9 @@ MINIO_KEEP_ONLY = (
 mc admin user list self --json | sed -n 's/.*"accessKey":"\([^"]*\)".*/\1/p' | while read -r user; do
   case "$user" in
     "$ak") ;;
-    "$base"|"$base"-[0-9]*) mc admin user remove self "$user" >/dev/null && echo "$user" ;;
+    "$base"|"$base"-[0-9]*)
+      mc admin user remove self "$user" >/dev/null && echo "$user"
+      mc admin policy remove self "$user" >/dev/null 2>&1 || true ;;
   esac
 done
 """
@@ -139,7 +226,26 @@ def app_access_key(base: str, rotation: Mapping[str, int]) -> str:
 
 
 def minio_root_user(base: str) -> str:
+    """MinIO's root user, and SeaweedFS's admin identity: the bucket step's login."""
     return f"{base}-admin"
+
+
+def backup_access_key(base: str) -> str:
+    """The access key of the backup login (the `backups` bucket only)."""
+    return f"{base}-backup"
+
+
+def key_sync_input(impl: str, base: str, rotation: Mapping[str, int], buckets: Sequence[str]) -> str:
+    """The key sync's input (and, for SeaweedFS, the first start's seed): one line per
+    login "ACCESS SECRET-PLACEHOLDER PERMISSIONS", the app's first. SeaweedFS also gets its
+    admin identity (MinIO's root is its own)."""
+    grant = seaweed_actions if impl == "seaweedfs" else minio_policy
+    lines = [f"{app_access_key(base, rotation)} {secret(ROTATION_KEY)} {grant(app_buckets(buckets))}"]
+    if BACKUPS_BUCKET in buckets:
+        lines.append(f"{backup_access_key(base)} {secret(BACKUP_KEY_SECRET)} {grant([BACKUPS_BUCKET])}")
+    if impl == "seaweedfs":
+        lines.append(f"{minio_root_user(base)} {secret(ADMIN_KEY_SECRET)} {SEAWEED_ADMIN_ACTIONS}")
+    return "".join(line + "\n" for line in lines)
 
 
 # --- where the nodes and their clients find each other --------------------------------
@@ -400,14 +506,11 @@ def objectstore_specs(ctx: SpecContext) -> list[ContainerSpec]:
     nodes = [plan.host(p.host) for p in placements]
     names = [plan.container_name(h.name, Role.OBJECT_STORE, 1) for h in nodes]
     multi = len(nodes) > 1
-    key = app_access_key(settings.object_store.access_key, settings.rotation)
+    impl, base, buckets = settings.object_store_impl, settings.object_store.access_key, settings.object_store.buckets
+    keys = key_sync_input(impl, base, settings.rotation, buckets)
     specs = []
     for index, (host, name) in enumerate(zip(nodes, names, strict=True)):
-        sync = (
-            PasswordSync(ADD_KEY[settings.object_store_impl], f"{key} {secret(ROTATION_KEY)}\n")
-            if index < key_holders(ctx)
-            else None
-        )
+        sync = PasswordSync(ADD_KEY[impl], keys) if index < key_holders(ctx) else None
         mounts = (Mount(ctx.data_volume(host.name, Role.OBJECT_STORE), "/data"),)
         hostname = node_name(index + 1) if multi else None
         aliases = (hostname,) if hostname else ()
@@ -456,8 +559,8 @@ def objectstore_specs(ctx: SpecContext) -> list[ContainerSpec]:
                 # a gateway's start script seeds the keys file on a new volume, then execs weed
                 spec = replace(
                     spec,
-                    entrypoint=("/bin/sh", "-c", _SEAWEED_START, "weed"),
-                    env={"S3_ACCESS_KEY": key, "S3_SECRET_KEY": secret(ROTATION_KEY)},
+                    entrypoint=("/bin/sh", "-c", seaweed_start(seaweed_actions(app_buckets(buckets))), "weed"),
+                    env={"S3_KEYS": keys},
                     ignore_env_changes=True,
                 )
         specs.append(spec)

@@ -36,6 +36,7 @@ class ProgramRun:
     resources: list[Recorded] = field(default_factory=list)
     exports: dict[str, Any] = field(default_factory=dict)
     secret_values: set[str] = field(default_factory=set)
+    secret_exports: set[str] = field(default_factory=set)  # outputs exported as Pulumi secrets
     # (resource type, name, property path, is_secret, value) of every string input
     leaf_inputs: list[tuple[str, str, str, bool, str]] = field(default_factory=list)
 
@@ -165,6 +166,8 @@ def run_program(
         for task in pending:
             await task
         for key, value in captured.items():
+            if isinstance(value, pulumi.Output) and await value.is_secret():
+                run.secret_exports.add(key)
             run.exports[key] = await _resolve(value)
 
     try:

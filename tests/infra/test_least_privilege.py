@@ -4,6 +4,7 @@ or on the host would show it)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ import yaml
 
 from infra.config import load_stack_file
 from infra.specs import build_specs
-from infra.specs.objectstore import MINIO_ADD_KEY, MINIO_KEEP_ONLY, SEAWEED_ADD_KEY
+from infra.specs.objectstore import MINIO_ADD_KEY, MINIO_KEEP_ONLY, SEAWEED_ADD_KEY, minio_policy
 from infra.specs.redis import ADD_PASSWORD, ADMIN_PASSWORD_FILE
 from infra.topology import Role, plan
 from ops.access import REDIS_CLI_IN_CONTAINER
@@ -101,16 +102,25 @@ def test_minio_key_sync_passes_the_secret_on_stdin_only(tmp_path: Path) -> None:
             # `mc admin user add ALIAS KEY` reads the secret from stdin when it is not an argument
             "mc": 'case "$*" in "admin user add self selextract-3") read -r sk; '
             f'[ "$sk" = "{SECRET}" ] || exit 3; echo added >> {log};; esac\n'
-            'case "$*" in "admin user info"*) echo "PolicyName: readwrite";; esac\nexit 0',
+            'case "$*" in "admin user info"*) echo "PolicyName: readwrite";; esac\n'
+            f'case "$*" in "admin policy create self selextract-3 "*) cp "$6" {tmp_path}/policy.json;; esac\nexit 0',
         },
     )
     env |= {"MINIO_ROOT_USER": "selextract-admin", "MINIO_ROOT_PASSWORD": "root-pw"}
     done = subprocess.run(
-        ["sh", "-c", MINIO_ADD_KEY], input=f"selextract-3 {SECRET}\n", env=env, text=True, capture_output=True
+        ["sh", "-c", MINIO_ADD_KEY],
+        input=f"selextract-3 {SECRET} {minio_policy(['task-results', 'logs'])}\n",
+        env=env,
+        text=True,
+        capture_output=True,
     )
     assert done.returncode == 0, done.stderr
     calls = log.read_text()
     assert "added" in calls and "mc admin user add self selextract-3" in calls
+    # its own policy (task-results and logs only), not readwrite (every bucket)
+    assert "mc admin policy attach self selextract-3 --user selextract-3" in calls
+    assert "mc admin policy attach self readwrite" not in calls
+    assert json.loads((tmp_path / "policy.json").read_text()) == json.loads(minio_policy(["task-results", "logs"]))
     assert SECRET not in calls and "root-pw" not in calls
     keep = subprocess.run(
         ["sh", "-c", MINIO_KEEP_ONLY], input="selextract-3 selextract\n", env=env, text=True, capture_output=True

@@ -33,7 +33,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
 IMAGES = {"objectStore": "selextract/seaweedfs:3", "haproxy": "selextract/haproxy:2.6"}
 CLIENT_IMAGE = "selextract/python:3.11"
-SECRETS = {"objectStoreSecretKey": "TestOnlySecret0123456789"}
+SECRETS = {
+    "objectStoreSecretKey": "TestOnlySecret0123456789",
+    "objectStoreBackupKey": "TestOnlyBackup0123456789",
+    "objectStoreRootPassword": "TestOnlyAdmin0123456789",
+}
 
 # Runs in a client container on the API host's network, with the API container's S3 env.
 CLIENT = """
@@ -152,6 +156,8 @@ def store() -> Iterator[dict[str, Any]]:
         specs[the_plan.container_name(p.host, Role.OBJECT_STORE, 1)] for p in the_plan.placements_of(Role.OBJECT_STORE)
     ]
     api = next(s for s in specs.values() if s.role == Role.API and "S3_ENDPOINT_URL" in s.env)
+    # the bucket step's login (the admin's): the app's key may not create buckets
+    buckets_step = next(s for s in specs.values() if s.one_shot and "ensure-buckets" in s.command)
     proxy = next(s for s in specs.values() if s.host == api.host and s.name.endswith("-s3-proxy-1"))
     hosts = Hosts(f"sx-osh-{uuid.uuid4().hex[:6]}")
     try:
@@ -168,7 +174,7 @@ def store() -> Iterator[dict[str, Any]]:
                 out = _docker(
                     "run", "--rm", "--network", hosts.network[api.host], "-v", f"{script}:/client.py:ro",
                     *(a for k in ("S3_ENDPOINT_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_BUCKET")
-                      for a in ("-e", f"{k}={_fill(api.env[k])}")),
+                      for a in ("-e", f"{k}={_fill((buckets_step if cmd == 'bucket' else api).env[k])}")),
                     CLIENT_IMAGE, "python", "/client.py", cmd, prefix, str(count), timeout=180,
                 )  # fmt: skip
                 return json.loads(out.splitlines()[-1])["failures"]

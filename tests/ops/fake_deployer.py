@@ -30,6 +30,7 @@ from infra.services.rotation import app_role_sql
 from infra.specs import build_specs
 from infra.specs.base import SECRET_MARK, ContainerSpec
 from infra.specs.context import BUILD_APP, BUILD_WORKER
+from infra.specs.objectstore import ADMIN_KEY_SECRET, BACKUP_KEY_SECRET, minio_root_user
 from infra.specs.postgres import APP_USERS, DB_NAME, DB_USER, app_password_secret
 from infra.topology import Plan, Role, plan
 from ops.access import Container, Results
@@ -43,6 +44,8 @@ SECRETS = {
     "postgresAppPassword1": "pg-app1-test-secret",
     "redisPassword": "redis-test-secret",
     "objectStoreSecretKey": "s3-test-secret",
+    "objectStoreBackupKey": "s3-backup-test-secret",
+    "objectStoreRootPassword": "s3-admin-test-secret",
     "appSecretKey": "app-test-secret-key-0123456789",
     "monitoringPassword": "mon-test-secret",
 }
@@ -106,7 +109,12 @@ class FakeDeployer:
         return load_stack_file(self.file)
 
     def outputs(self) -> dict[str, Any]:
-        return {"entryAddress": "127.0.0.1", "phase": self.settings().phase}
+        # the backup key is a secret output, as the Pulumi program exports it
+        return {
+            "entryAddress": "127.0.0.1",
+            "phase": self.settings().phase,
+            BACKUP_KEY_SECRET: SECRETS[BACKUP_KEY_SECRET],
+        }
 
     def preview(self, changes: dict[str, Any], progress: Callable[[str], None]) -> str:
         doc = self._doc()
@@ -264,8 +272,10 @@ class FakeDeployer:
                 if subprocess.run(["docker", "exec", spec.name, *probe], capture_output=True).returncode != 0:
                     return False
             if p.buckets:
+                # as the bucket step does: with the admin login (the app's key cannot create buckets)
+                admin = (minio_root_user(self.settings().object_store.access_key), SECRETS[ADMIN_KEY_SECRET])
                 try:
-                    Results(Container(api), backend="minio").ensure_buckets(*p.buckets)
+                    Results(Container(api), backend="minio", login=lambda: admin).ensure_buckets(*p.buckets)
                 except Exception:
                     return False
             return True
