@@ -101,6 +101,7 @@ def app_buckets(buckets: Sequence[str]) -> tuple[str, ...]:
 _SEAWEED_RENDER = f"""{{ printf '{{"identities": ['
   sep=''
   while read -r ak sk acts; do
+    [ -n "$ak" ] || continue
     [ -n "$acts" ] || acts=$legacy
     printf '%s{{"name": "%s", "actions": %s, ' "$sep" "$ak" "$acts"; sep=', '
     printf '"credentials": [{{"accessKey": "%s", "secretKey": "%s"}}]}}' "$ak" "$sk"
@@ -144,6 +145,7 @@ umask 077
 touch {SEAWEED_KEYS}
 legacy=''
 while read -r ak sk acts; do
+  [ -n "$ak" ] || continue
   [ -n "$legacy" ] || legacy=$acts
   {{ grep -v "^$ak " {SEAWEED_KEYS} || true; printf '%s %s %s\\n' "$ak" "$sk" "$acts"; }} > {SEAWEED_KEYS}.new
   mv {SEAWEED_KEYS}.new {SEAWEED_KEYS}
@@ -162,6 +164,7 @@ fi
 : > {SEAWEED_KEYS}.new
 while read -r key rest; do
   case "$key" in
+    "") continue ;;
     "$ak") ;;
     "$base"|"$base"-[0-9]*) echo "$key"; continue ;;
   esac
@@ -185,9 +188,11 @@ done
 # the secret from its stdin when it is not an argument, so no command line holds it.
 MINIO_ADD_KEY = (
     _MINIO_ADMIN
-    + """while read -r ak sk policy; do
+    + """umask 077
+while read -r ak sk policy; do
+  [ -n "$ak" ] || continue
   printf '%s\\n' "$sk" | mc admin user add self "$ak" >/dev/null
-  file=$(mktemp)
+  file="/tmp/selextract-policy-$ak.json"
   printf '%s\\n' "$policy" > "$file"
   mc admin policy create self "$ak" "$file" >/dev/null </dev/null
   rm -f "$file"

@@ -47,6 +47,12 @@ def _docker(*args: str, input: str) -> str:
     return done.stdout
 
 
+def _identities(node: str) -> set[str]:
+    """The identity names the node's S3 gateway has (its config file, as rendered)."""
+    config = json.loads(_docker("exec", "-i", node, "cat", "/data/.s3.json", input=""))
+    return {identity["name"] for identity in config["identities"]}
+
+
 def _denied(call: Callable[[], Any]) -> bool:
     from botocore.exceptions import ClientError
 
@@ -157,6 +163,7 @@ def test_each_login_reaches_only_its_buckets_through_a_rotation(node: dict[str, 
         assert admin.get_object(Bucket="backups", Key="seeded")["Body"].read() == b"keep me"
 
     check(node["app"])
+    assert _identities(node["name"]) == {BASE, backup_access_key(BASE), minio_root_user(BASE)}
 
     # a rotation: the key sync adds generation 1 beside generation 0, then the old one goes
     settings = node["settings"]
@@ -172,6 +179,7 @@ def test_each_login_reaches_only_its_buckets_through_a_rotation(node: dict[str, 
     assert removed.split() == [BASE]
     time.sleep(1)
     check(new_app)
+    assert _identities(node["name"]) == {new_app[0], backup_access_key(BASE), minio_root_user(BASE)}
     assert _client(url, node["admin"]).list_buckets()  # admin and backup logins survive retirement
 
 
