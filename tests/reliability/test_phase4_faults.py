@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from infra.specs.objectstore import backup_access_key
 from tests.e2e.stack import docker, remove_leftovers, require_toolchain
 from tests.reliability import scenarios
 from tests.reliability.relstack import (
@@ -81,25 +82,41 @@ def _run_task(d: Deployed, headers: dict[str, str], urls: list[str], timeout: fl
 
 # --- the object store has room for what the stack writes ---------------------------------------
 
+# stdin: the backup login "ACCESS SECRET" (only ops holds it; the app's key gets AccessDenied on
+# `backups`, infra/specs/objectstore.py)
 BUCKETS = """
-import json
+import json, sys
+import boto3
 from common.storage import get_storage
 s = get_storage()
+access, secret = sys.stdin.read().split()
+backup = boto3.client("s3", endpoint_url=s.client.meta.endpoint_url, region_name=s.client.meta.region_name,
+                      aws_access_key_id=access, aws_secret_access_key=secret, config=s.client.meta.config)
 failed = {}
-for bucket in ("task-results", "backups", "logs"):
+for bucket, client in (("task-results", s.client), ("logs", s.client), ("backups", backup)):
     try:
-        s.client.put_object(Bucket=bucket, Key="reliability/probe.json", Body=b"{}")
+        client.put_object(Bucket=bucket, Key="reliability/probe.json", Body=b"{}")
     except Exception as exc:
         failed[bucket] = f"{type(exc).__name__}: {exc}"[:200]
+try:
+    s.client.put_object(Bucket="backups", Key="reliability/app-probe.json", Body=b"{}")
+    failed["backups (app key)"] = "the app's key could write"
+except Exception as exc:
+    if getattr(exc, "response", {}).get("Error", {}).get("Code") != "AccessDenied":
+        failed["backups (app key)"] = f"{type(exc).__name__}: {exc}"[:200]
 print(json.dumps(failed))
 """
 
 
 def test_every_bucket_accepts_writes(p4: dict[str, Any]) -> None:
-    failed = json.loads(p4["d"].api_python(BUCKETS))
+    d = p4["d"]
+    secret = d.stack.pulumi("stack", "output", "--stack", d.stack.name, "--show-secrets", "objectStoreBackupKey")
+    login = backup_access_key(d.stack.config.get("selextract:objectStore", {}).get("accessKey", "selextract"))
+    failed = json.loads(d.api_python(BUCKETS, stdin=f"{login} {secret.stdout.strip()}\n"))
     report(
         "phase 4",
-        "one object written to each bucket the stack creates (task-results, backups, logs)",
+        "one object written to each bucket the stack creates (task-results and logs with the app's key, "
+        "backups with the backup key; the app's key is refused there)",
         "all written" if not failed else f"refused: {failed}",
         "n/a" if not failed else "writes to those buckets fail (backups not copied off the host)",
     )
