@@ -327,9 +327,13 @@ class RegistryImages(pulumi.ComponentResource):
         placed_hosts: dict[str, Host] = {}
         for host_name, host in hosts.items():
             mine = sorted({s.image for s in specs if s.host == host_name and s.image in targets})
+            # One pull resource per version: the provider replaces a RemoteImage delete-
+            # before-replace, and Pulumi then deletes what depends on it first, i.e. the
+            # running API and workers before their successors start. A new version is a new
+            # pull; the old one is deleted last, after the old containers.
             pulls = {
                 image: docker.RemoteImage(
-                    f"{name}-{host_name}-{_short(targets[image])}",
+                    f"{name}-{host_name}-{_short(targets[image])}-{_repository_tag(targets[image])[1]}",
                     name=registry.ref(targets[image]),
                     keep_locally=True,  # a running container of the previous version may still use it
                     opts=pulumi.ResourceOptions(

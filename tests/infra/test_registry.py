@@ -256,7 +256,12 @@ def _program() -> Path:
 
 
 IMAGE_ID = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-VARIANTS = {"": (None, None), "external": (EXTERNAL, EXTERNAL_SECRET), "local-images": (LOCAL_IMAGES, None)}
+VARIANTS = {
+    "": (None, None),
+    "external": (EXTERNAL, EXTERNAL_SECRET),
+    "local-images": (LOCAL_IMAGES, None),
+    "release-r2": ({"selextract:release": "r2"}, None),
+}
 
 
 @cache
@@ -310,6 +315,18 @@ def test_app_and_worker_are_built_once_and_every_host_pulls_them(stack: str) -> 
         any(c.inputs["image"] == f"{address}/selextract/worker:{tag}" for c in _containers_by_host(run)[w])
         for w in workers
     )
+
+
+@pytest.mark.parametrize("stack", MULTI_HOST)
+def test_a_new_version_is_a_new_pull_not_a_replaced_one(stack: str) -> None:
+    """The provider replaces a RemoteImage delete-before-replace, and Pulumi first deletes
+    what depends on it: a pull replaced in place took the running API and workers down
+    before the new version started (502s through the entry on the test-bed machines).
+    Each version's pull is its own resource, so the old one is deleted last."""
+    pulls = {v: {r.name: r.inputs["name"] for r in program(stack, v).of_type(PULL)} for v in ("", "release-r2")}
+    assert any(ref.endswith("-r2") for ref in pulls["release-r2"].values())
+    in_place = sorted(n for n, ref in pulls[""].items() if pulls["release-r2"].get(n, ref) != ref)
+    assert in_place == [], f"pulled anew under the same resource name: {in_place}"
 
 
 @pytest.mark.parametrize("stack", HETZNER)

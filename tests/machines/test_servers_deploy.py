@@ -6,12 +6,15 @@ SSH, images built once here and pulled from the stack's registry on the app host
 Phase 1: app-01 (nginx, API, workers, monitoring, registry), db-01 (Postgres), redis-01
 (Redis). Checked: a scraping task through the public entry; from the public side only
 80/443 answer (and SSH only from adminCidrs), tried with connects; the whole app machine
-killed mid-task and booted again → the task completes, charged once; a second `pulumi up`
-has nothing to do; `pulumi destroy` leaves the machines' engines empty.
+killed mid-task and booted again → the task completes, charged once; a new version and a
+Postgres password rotation deployed under steady load through the entry → 0 failed
+requests, the new images pulled from the registry; a second `pulumi up` has nothing to
+do; `pulumi destroy` leaves the machines' engines empty.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import subprocess
@@ -23,6 +26,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.e2e.load import SteadyLoad
 from tests.e2e.stack import TESTSITE_IMAGE, LocalStack, docker, require_toolchain
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -251,6 +255,127 @@ def test_task_survives_its_machine_being_killed(deployed: dict) -> None:
     task = _wait_task(client, headers, task_id, timeout=600)
     assert task["state"] == "completed", task
     assert task["succeeded_count"] == 1 and task["credits_charged"] == 1, task
+
+
+def _up_under_load(deployed: dict, key: str, value: str, label: str) -> SteadyLoad:
+    """A config change and `pulumi up` while /health and /health/ready are read through the
+    public entry (~20 req/s); the up's duration goes into the deploy cost table."""
+    stack: LocalStack = deployed["stack"]
+    _wait_ready(deployed["client"])
+    stack.pulumi("config", "set", "--stack", stack.name, key, value)
+    entry = f"https://{deployed['machines']['app-01']['public']}"
+    since = str(int(time.time()))
+    with SteadyLoad(entry, {}, ("/health", "/health/ready"), max_seconds=420) as load:
+        time.sleep(2)
+        started = time.monotonic()
+        up = stack.pulumi("up", "--yes", "--stack", stack.name, "--suppress-progress", timeout=360)
+        deployed.setdefault("redeploys", {})[label] = time.monotonic() - started
+        time.sleep(3)
+    print(f"\nfirst up {deployed['up_seconds']:.0f} s; redeploys: {deployed['redeploys']}")
+    assert sum(load.results.values()) > 100, load.results
+    failed = f"{len(load.failures)} failed of {sum(load.results.values())}: {load.failures[:5]}"
+    assert load.failures == [], f"{failed}\n{_what_the_entry_saw(deployed, since)}\n{up.stdout[-3000:]}"
+    return load
+
+
+def _what_the_entry_saw(deployed: dict, since: str) -> str:
+    """For a failure report: app-01's container events and the entry's failed requests and
+    errors since `since` (the machine shares this host's clock)."""
+    app = deployed["machines"]["app-01"]["name"]
+    events = on_machine(
+        app, "docker", "events", "--since", since, "--until", str(int(time.time())), "--filter", "type=container",
+        "--filter", "event=start", "--filter", "event=health_status", "--filter", "event=kill", "--filter",
+        "event=die", "--filter", "event=destroy", "--format", "{{.TimeNano}} {{.Action}} {{.Actor.Attributes.name}}",
+    )  # fmt: skip
+    entry = on_machine(app, "docker", "logs", "--since", since, f"{deployed['stack'].name}-app-01-entry-1")
+    lines = (entry.stdout + entry.stderr).splitlines()
+    errors = [line for line in lines if " 502 " in line or "[error]" in line or "[warn]" in line]
+    return "events:\n" + events.stdout + "\nentry:\n" + "\n".join(errors[:40])
+
+
+def _running(machine: str, role: str) -> dict[str, str]:
+    """Running containers of one role on a machine: name -> image ID (proxies left out)."""
+    out = on_machine(
+        machine, "docker", "ps", "--filter", f"label=selextract.role={role}", "--format", "{{.Names}} {{.ID}}"
+    ).stdout
+    names = [line.split()[0] for line in out.splitlines() if not line.split()[0].endswith("-proxy-1")]
+    return {
+        name: on_machine(machine, "docker", "inspect", "--format", "{{.Image}}", name).stdout.strip() for name in names
+    }
+
+
+def _env(machine: str, container: str, key: str) -> str:
+    env = on_machine(machine, "docker", "inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", container)
+    return next(line.split("=", 1)[1] for line in env.stdout.splitlines() if line.startswith(f"{key}="))
+
+
+def test_new_version_under_load_comes_through_the_registry(deployed: dict) -> None:
+    """`selextract:release r2` and `pulumi up` under steady load: no request fails, app-01
+    runs the new version's API and workers, from images pulled from the stack's registry
+    (the registry's digest on them; nothing was ever built on the machine)."""
+    stack: LocalStack = deployed["stack"]
+    app = deployed["machines"]["app-01"]
+    before = stack.outputs()["version"]["tag"]
+    _up_under_load(deployed, "selextract:release", "r2", "release r2")
+    tag = stack.outputs()["version"]["tag"]
+    assert tag == f"{before}-r2"
+    registry = f"{app['private']}:5000"
+    for role, kind in (("api", "app"), ("worker", "worker")):
+        running = _running(app["name"], role)
+        assert running and all(f"-{tag}-g" in name for name in running), (role, sorted(running))
+        for image in set(running.values()):
+            (pulled,) = json.loads(on_machine(app["name"], "docker", "image", "inspect", image).stdout)
+            assert f"{registry}/selextract/{kind}:{tag}" in pulled["RepoTags"], pulled["RepoTags"]
+            assert any(d.startswith(f"{registry}/selextract/{kind}@sha256:") for d in pulled["RepoDigests"]), pulled
+    built = ("--filter", "reference=selextract/app", "--filter", "reference=selextract/worker")
+    assert on_machine(app["name"], "docker", "images", "-q", *built).stdout.split() == []
+    cache = on_machine(app["name"], "docker", "system", "df", "--format", "{{.Type}}={{.TotalCount}}").stdout
+    assert "Build Cache=0" in cache.splitlines(), cache
+
+
+def _psql(db: str, container: str, url: str, sql: str) -> subprocess.CompletedProcess[str]:
+    """`sql` run on db-01's Postgres with the login in a database URL (password by env)."""
+    credentials, database = url.split("://", 1)[1].split("@", 1)
+    user, password = credentials.split(":", 1)
+    return on_machine(
+        db, "docker", "exec", "-e", f"PGPASSWORD={password}", container,
+        "psql", "-h", "127.0.0.1", "-U", user, "-d", database.rsplit("/", 1)[-1].split("?")[0], "-tAc", sql,
+    )  # fmt: skip
+
+
+def test_postgres_password_rotation_under_load(deployed: dict) -> None:
+    """`rotation:postgresPassword` bumped and `pulumi up` under steady load: no request
+    fails; API and workers log in as the other app role with a fresh password, and no
+    session of the old login is left on db-01 (its containers are gone)."""
+    stack: LocalStack = deployed["stack"]
+    app, db = deployed["machines"]["app-01"]["name"], deployed["machines"]["db-01"]["name"]
+    postgres = f"{stack.name}-db-01-postgres-1"
+
+    def logins() -> set[str]:
+        return {_env(app, name, "DATABASE_URL") for role in ("api", "worker") for name in _running(app, role)}
+
+    (old,) = logins()
+    old_user = old.split("://", 1)[1].split(":", 1)[0]
+    _up_under_load(deployed, "rotation:postgresPassword", "1", "rotation:postgresPassword")
+    current = logins()
+    assert len(current) == 1, "API and workers share one login"
+    (new,) = current
+    new_user = new.split("://", 1)[1].split(":", 1)[0]
+    assert {old_user, new_user} == {"selextract_app_0", "selextract_app_1"}
+
+    def password(url: str) -> bytes:  # hashed: no password in a failure report
+        return hashlib.sha256(url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1].encode()).digest()
+
+    assert password(new) != password(old), "a fresh password"
+    probe = _psql(db, postgres, new, "select 1")
+    assert probe.stdout.strip() == "1", probe.stderr
+    deadline = time.monotonic() + 60
+    while True:  # the old containers' sessions end as they are removed
+        left = _psql(db, postgres, new, f"select count(*) from pg_stat_activity where usename = '{old_user}'")
+        if left.stdout.strip() == "0" or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert left.stdout.strip() == "0", f"sessions of {old_user} left: {left.stdout} {left.stderr}"
 
 
 def test_second_up_has_nothing_to_do(deployed: dict) -> None:
