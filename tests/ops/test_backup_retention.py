@@ -117,7 +117,7 @@ def test_a_failed_upload_leaves_the_local_manifest_without_a_remote_copy(tmp_pat
     def unreachable(*_: object) -> None:
         raise OpsError("object storage put-tar: connection refused")
 
-    target = SimpleNamespace(results=SimpleNamespace(put_tree=unreachable))
+    target = SimpleNamespace(backups=SimpleNamespace(put_tree=unreachable))
     with pytest.raises(OpsError, match="connection refused"):
         upload_backup(target, store, manifest)  # type: ignore[arg-type]
     assert manifest.remote is None
