@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -141,7 +142,8 @@ def test_the_specced_exporter_reports_the_host_filesystems() -> None:
     (spec,) = [s for s in _exporters("Pulumi.phase4.yaml") if s.host == "minio-01"]
 
     def run(propagation: bool) -> subprocess.CompletedProcess[str]:
-        args = ["docker", "run", "-d", "--read-only", "-p", "127.0.0.1::9100"]
+        name = f"sx-node-exporter-test-{uuid.uuid4().hex[:8]}"
+        args = ["docker", "run", "-d", "--name", name, "--read-only", "-p", "127.0.0.1::9100"]
         args += [a for path in spec.tmpfs for a in ("--tmpfs", path)]
         args += ["--pid", "host"] if spec.pid_host else []
         for m in spec.host_mounts:
@@ -149,7 +151,10 @@ def test_the_specced_exporter_reports_the_host_filesystems() -> None:
             options += ["readonly"] if m.read_only else []
             options += [f"bind-propagation={m.propagation}"] if m.propagation and propagation else []
             args += ["--mount", ",".join(options)]
-        return subprocess.run([*args, image, *spec.command], capture_output=True, text=True, timeout=60)
+        done = subprocess.run([*args, image, *spec.command], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:  # a refused start leaves the container created: not ours to keep
+            subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        return done
 
     started = run(propagation=True)
     if "not a shared or slave mount" in started.stderr:
