@@ -28,6 +28,7 @@ import yaml
 
 from tests.e2e.load import SteadyLoad
 from tests.e2e.stack import TESTSITE_IMAGE, LocalStack, docker, require_toolchain
+from tests.e2e.test_local_deploy import _get_task, _wait_ready, _wait_task
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -100,7 +101,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         started = time.monotonic()
         stack.up()
         up_seconds = time.monotonic() - started
-        _wait_ready(client)
+        _wait_ready(client, timeout=240)
         yield {
             "stack": stack,
             "client": client,
@@ -124,20 +125,6 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             subprocess.run([str(MACHINES), "down", "--prefix", PREFIX], capture_output=True, timeout=300)
 
 
-def _wait_ready(client: httpx.Client, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = client.get("/health/ready")
-            if last.status_code == 200:
-                return
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(2)
-    raise AssertionError(f"API not ready through the public entry: {last!r} {getattr(last, 'text', '')}")
-
-
 def _api_key(deployed: dict, email: str) -> str:
     app = deployed["machines"]["app-01"]["name"]
     ids = on_machine(app, "docker", "ps", "-q", "--filter", "label=selextract.role=api", "--filter", "status=running")
@@ -145,28 +132,6 @@ def _api_key(deployed: dict, email: str) -> str:
     out = on_machine(app, "docker", "exec", api, "python", "-m", "app.admin", "create-key", "--email", email)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
-
-
-def _task(client: httpx.Client, headers: dict, task_id: str) -> dict:
-    while True:
-        response = client.get(f"/api/v1/tasks/{task_id}", headers=headers)
-        if response.status_code != 429:
-            assert response.status_code == 200, response.text
-            return response.json()
-        time.sleep(float(response.headers.get("retry-after", "5")))
-
-
-def _wait_task(client: httpx.Client, headers: dict, task_id: str, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            task = _task(client, headers, task_id)
-            if task["state"] in ("completed", "failed", "cancelled"):
-                return task
-        except httpx.HTTPError:
-            pass  # the entry is coming back
-        assert time.monotonic() < deadline, f"task {task_id} not finished after {timeout} s"
-        time.sleep(2)
 
 
 def test_every_machine_was_prepared_over_ssh(deployed: dict) -> None:
@@ -244,14 +209,14 @@ def test_task_survives_its_machine_being_killed(deployed: dict) -> None:
     assert created.status_code == 201, created.text
     task_id = created.json()["id"]
     deadline = time.monotonic() + 90
-    while _task(client, headers, task_id)["state"] != "running":
+    while _get_task(client, headers, task_id)["state"] != "running":
         assert time.monotonic() < deadline, "task never started"
         time.sleep(0.5)
     machines("kill", app)
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"https://{deployed['machines']['app-01']['public']}/health", verify=False, timeout=3)
     machines("start", app)
-    _wait_ready(client)
+    _wait_ready(client, timeout=240)
     task = _wait_task(client, headers, task_id, timeout=600)
     assert task["state"] == "completed", task
     assert task["succeeded_count"] == 1 and task["credits_charged"] == 1, task
@@ -261,7 +226,7 @@ def _up_under_load(deployed: dict, key: str, value: str, label: str) -> SteadyLo
     """A config change and `pulumi up` while /health and /health/ready are read through the
     public entry (~20 req/s); the up's duration goes into the deploy cost table."""
     stack: LocalStack = deployed["stack"]
-    _wait_ready(deployed["client"])
+    _wait_ready(deployed["client"], timeout=240)
     stack.pulumi("config", "set", "--stack", stack.name, key, value)
     entry = f"https://{deployed['machines']['app-01']['public']}"
     since = str(int(time.time()))
